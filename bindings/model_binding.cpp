@@ -1,0 +1,329 @@
+// NativeModel / NativeSession: the engine as JS objects. Heavy work (loading,
+// every forward step) runs in AsyncWorkers off the event loop; the JS objects
+// hold shared_ptrs so a session keeps its model alive.
+#include "bindings/model_binding.h"
+
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "bindings/convert.h"
+#include "core/bandwidth.h"
+#include "core/cpu_features.h"
+#include "core/thread_pool.h"
+#include "kernels/cpu/ops.h"
+#include "model/transformer.h"
+
+namespace dg_bind {
+namespace {
+
+using dg::Session;
+using dg::Transformer;
+
+bool ParseDType(const std::string& s, dg::DType* out) {
+  if (s == "F32") *out = dg::DType::F32;
+  else if (s == "F16") *out = dg::DType::F16;
+  else if (s == "BF16") *out = dg::DType::BF16;
+  else return false;
+  return true;
+}
+
+dg::ModelConfig ParseConfig(const Napi::Object& o) {
+  dg::ModelConfig c;
+  c.architecture = StringField(o, "architecture");
+  c.hidden = IntField(o, "hiddenSize");
+  c.n_layers = IntField(o, "numLayers");
+  c.n_heads = IntField(o, "numHeads");
+  c.n_kv_heads = IntField(o, "numKvHeads");
+  c.head_dim = IntField(o, "headDim");
+  c.intermediate = IntField(o, "intermediateSize");
+  c.vocab = IntField(o, "vocabSize");
+  c.rms_eps = float(NumberField(o, "rmsNormEps"));
+  c.rope_theta = NumberField(o, "ropeTheta");
+  c.rope_position_scale = 1.0 / NumberField(o, "ropeLinearFactor");
+  c.tie_embeddings = BoolField(o, "tieWordEmbeddings");
+  c.qkv_bias = BoolField(o, "qkvBias");
+  c.o_bias = BoolField(o, "oBias");
+  c.mlp_bias = BoolField(o, "mlpBias");
+  return c;
+}
+
+class LoadWorker : public CodedWorker {
+ public:
+  LoadWorker(Napi::Env env, dg::ModelConfig cfg, std::vector<std::string> files, std::vector<dg::TensorRef> tensors,
+             Napi::Function ctor)
+      : CodedWorker(env), cfg_(std::move(cfg)), files_(std::move(files)), tensors_(std::move(tensors)),
+        ctor_(Napi::Persistent(ctor)) {}
+
+ protected:
+  void Compute() override {
+    dg::ModelWeights w = dg::load_weights(cfg_, files_, tensors_);
+    model_ = std::make_shared<Transformer>(cfg_, std::move(w));
+  }
+  Napi::Value Result(Napi::Env env) override;
+
+ private:
+  dg::ModelConfig cfg_;
+  std::vector<std::string> files_;
+  std::vector<dg::TensorRef> tensors_;
+  Napi::FunctionReference ctor_;
+  std::shared_ptr<Transformer> model_;
+  friend class NativeModel;
+};
+
+class NativeSession : public Napi::ObjectWrap<NativeSession> {
+ public:
+  static Napi::FunctionReference ctor;
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NativeSession",
+                       {InstanceAccessor<&NativeSession::Length>("length"),
+                        InstanceAccessor<&NativeSession::CacheBytes>("cacheBytes"),
+                        InstanceMethod<&NativeSession::Truncate>("truncate")});
+  }
+  explicit NativeSession(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeSession>(info) {}
+
+  std::shared_ptr<Transformer> model;
+  std::shared_ptr<Session> session;
+
+ private:
+  Napi::Value Length(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(session->length())); }
+  Napi::Value CacheBytes(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), double(session->cache_bytes()));
+  }
+  void Truncate(const Napi::CallbackInfo& info) {
+    if (info.Length() < 1 || !info[0].IsNumber()) ThrowCoded(info.Env(), "ERR_ARGUMENT", "truncate(n) needs a number");
+    Guarded(info.Env(), [&] { session->truncate(info[0].As<Napi::Number>().Int64Value()); });
+  }
+};
+Napi::FunctionReference NativeSession::ctor;
+
+class StepWorker : public CodedWorker {
+ public:
+  StepWorker(Napi::Env env, std::shared_ptr<Transformer> model) : CodedWorker(env), model_(std::move(model)) {}
+
+  std::vector<std::shared_ptr<Session>> sessions;
+  std::vector<std::vector<int32_t>> tokens;
+  dg::StepOptions opts;
+
+ protected:
+  void Compute() override {
+    std::vector<dg::StepSegment> segs;
+    for (size_t i = 0; i < sessions.size(); ++i)
+      segs.push_back({sessions[i].get(), tokens[i].data(), int64_t(tokens[i].size())});
+    out_ = model_->step(segs, opts);
+  }
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Array logits = Napi::Array::New(env, out_.size()), hidden = Napi::Array::New(env, out_.size());
+    for (size_t i = 0; i < out_.size(); ++i) {
+      logits.Set(uint32_t(i), ToFloat32Array(env, out_[i].logits));
+      hidden.Set(uint32_t(i), ToFloat32Array(env, out_[i].hidden));
+    }
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("logits", logits);
+    r.Set("hidden", hidden);
+    return r;
+  }
+
+ private:
+  static Napi::Float32Array ToFloat32Array(Napi::Env env, const std::vector<float>& v) {
+    Napi::Float32Array a = Napi::Float32Array::New(env, v.size());
+    if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * sizeof(float));
+    return a;
+  }
+  std::shared_ptr<Transformer> model_;
+  std::vector<dg::SegmentOutput> out_;
+};
+
+class NativeModel : public Napi::ObjectWrap<NativeModel> {
+ public:
+  static Napi::FunctionReference ctor;
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NativeModel",
+                       {InstanceMethod<&NativeModel::CreateSession>("createSession"),
+                        InstanceMethod<&NativeModel::Step>("step"),
+                        InstanceMethod<&NativeModel::Info>("info")});
+  }
+  explicit NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info) {}
+  std::shared_ptr<Transformer> model;
+
+ private:
+  Napi::Value CreateSession(const Napi::CallbackInfo&) {
+    Napi::Object obj = NativeSession::ctor.New({});
+    NativeSession* s = NativeSession::Unwrap(obj);
+    s->model = model;
+    s->session = std::make_shared<Session>(*model);
+    return obj;
+  }
+
+  // step(sessions: NativeSession[], tokens: Int32Array[], { logits: "none"|"last"|"all", capture: number[] })
+  Napi::Value Step(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[0].IsArray() || !info[1].IsArray() || !info[2].IsObject())
+      ThrowCoded(env, "ERR_ARGUMENT", "step(sessions[], tokens[], options) expects two arrays and an object");
+    Napi::Array ss = info[0].As<Napi::Array>(), ts = info[1].As<Napi::Array>();
+    if (ss.Length() != ts.Length()) ThrowCoded(env, "ERR_ARGUMENT", "step: one token array per session");
+    auto* w = new StepWorker(env, model);
+    std::unique_ptr<StepWorker> guard(w);
+    for (uint32_t i = 0; i < ss.Length(); ++i) {
+      Napi::Value sv = ss.Get(i), tv = ts.Get(i);
+      if (!sv.IsObject() || !sv.As<Napi::Object>().InstanceOf(NativeSession::ctor.Value()))
+        ThrowCoded(env, "ERR_ARGUMENT", "step: sessions[" + std::to_string(i) + "] is not a NativeSession");
+      if (!tv.IsTypedArray() || tv.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+        ThrowCoded(env, "ERR_ARGUMENT", "step: tokens[" + std::to_string(i) + "] must be an Int32Array");
+      Napi::Int32Array arr = tv.As<Napi::Int32Array>();
+      w->sessions.push_back(NativeSession::Unwrap(sv.As<Napi::Object>())->session);
+      w->tokens.emplace_back(arr.Data(), arr.Data() + arr.ElementLength());
+    }
+    Napi::Object o = info[2].As<Napi::Object>();
+    const std::string mode = StringField(o, "logits");
+    if (mode == "none") w->opts.logits = dg::LogitsMode::None;
+    else if (mode == "last") w->opts.logits = dg::LogitsMode::Last;
+    else if (mode == "all") w->opts.logits = dg::LogitsMode::All;
+    else ThrowCoded(env, "ERR_ARGUMENT", "step: logits must be \"none\", \"last\" or \"all\"");
+    Napi::Value cap = o.Get("capture");
+    if (!cap.IsArray()) ThrowCoded(env, "ERR_ARGUMENT", "step: capture must be an array of layer indices");
+    Napi::Array ca = cap.As<Napi::Array>();
+    for (uint32_t i = 0; i < ca.Length(); ++i) {
+      Napi::Value v = ca.Get(i);
+      if (!v.IsNumber()) ThrowCoded(env, "ERR_ARGUMENT", "step: capture entries must be integers");
+      w->opts.capture.push_back(v.As<Napi::Number>().Int32Value());
+    }
+    Napi::Promise p = w->Promise();
+    guard.release()->Queue();
+    return p;
+  }
+
+  Napi::Value Info(const Napi::CallbackInfo& info) {
+    Napi::Object o = Napi::Object::New(info.Env());
+    const dg::ModelWeights& w = model->weights();
+    uint64_t mapped = 0;
+    for (const auto& f : w.files) mapped += f->size();
+    o.Set("parameterCount", double(w.parameter_count));
+    o.Set("mappedBytes", double(mapped));
+    return o;
+  }
+};
+Napi::FunctionReference NativeModel::ctor;
+
+Napi::Value LoadWorker::Result(Napi::Env) {
+  Napi::Object obj = ctor_.New({});
+  NativeModel::Unwrap(obj)->model = model_;
+  return obj;
+}
+
+// loadModel(config, files: string[], tensors: {name, file, dtype, shape, offset, length}[]) -> Promise<NativeModel>
+Napi::Value LoadModel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  dg::ModelConfig cfg = ParseConfig(ArgObject(info, 0, "config"));
+  if (info.Length() < 3 || !info[1].IsArray() || !info[2].IsArray())
+    ThrowCoded(env, "ERR_ARGUMENT", "loadModel(config, files[], tensors[])");
+  std::vector<std::string> files;
+  Napi::Array fa = info[1].As<Napi::Array>();
+  for (uint32_t i = 0; i < fa.Length(); ++i) {
+    if (!fa.Get(i).IsString()) ThrowCoded(env, "ERR_ARGUMENT", "loadModel: files must be strings");
+    files.push_back(fa.Get(i).As<Napi::String>().Utf8Value());
+  }
+  std::vector<dg::TensorRef> tensors;
+  Napi::Array ta = info[2].As<Napi::Array>();
+  for (uint32_t i = 0; i < ta.Length(); ++i) {
+    if (!ta.Get(i).IsObject()) ThrowCoded(env, "ERR_ARGUMENT", "loadModel: tensors must be objects");
+    Napi::Object t = ta.Get(i).As<Napi::Object>();
+    dg::TensorRef r;
+    r.name = StringField(t, "name");
+    r.file = int32_t(IntField(t, "file"));
+    r.offset = uint64_t(IntField(t, "offset"));
+    r.length = uint64_t(IntField(t, "length"));
+    Napi::Value shape = t.Get("shape");
+    if (!shape.IsArray()) ThrowCoded(env, "ERR_ARGUMENT", r.name + ": shape must be an array");
+    Napi::Array sa = shape.As<Napi::Array>();
+    for (uint32_t j = 0; j < sa.Length(); ++j) r.shape.push_back(sa.Get(j).As<Napi::Number>().Int64Value());
+    // Tensors the model does not use may have any dtype; bound ones are checked at load.
+    const std::string dtype = StringField(t, "dtype");
+    if (!ParseDType(dtype, &r.dtype)) r.unsupported_dtype = dtype;
+    tensors.push_back(std::move(r));
+  }
+  auto* w = new LoadWorker(env, std::move(cfg), std::move(files), std::move(tensors), NativeModel::ctor.Value());
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+// sampleToken(logits: Float32Array, { temperature, topK, topP }, u) -> number
+Napi::Value SampleToken(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsTypedArray() ||
+      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array || !info[1].IsObject() || !info[2].IsNumber())
+    ThrowCoded(env, "ERR_ARGUMENT", "sampleToken(logits: Float32Array, params, u: number)");
+  Napi::Float32Array logits = info[0].As<Napi::Float32Array>();
+  if (logits.ElementLength() == 0) ThrowCoded(env, "ERR_ARGUMENT", "sampleToken: logits are empty");
+  Napi::Object o = info[1].As<Napi::Object>();
+  dg::SamplingParams p;
+  p.temperature = float(NumberField(o, "temperature"));
+  p.top_k = int32_t(IntField(o, "topK"));
+  p.top_p = float(NumberField(o, "topP"));
+  const double u = info[2].As<Napi::Number>().DoubleValue();
+  if (!(u >= 0 && u < 1)) ThrowCoded(env, "ERR_ARGUMENT", "sampleToken: u must be in [0, 1)");
+  return Guarded(env, [&] {
+    return Napi::Number::New(env, dg::sample_token(logits.Data(), int64_t(logits.ElementLength()), p, u));
+  });
+}
+
+Napi::Value SystemInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const dg::CpuFeatures& f = dg::cpu_features();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("isa", dg::isa_name(dg::active_isa()));
+  o.Set("bestIsa", dg::isa_name(dg::best_isa()));
+  o.Set("threads", dg::ThreadPool::global().size());
+  o.Set("avx2", f.avx2);
+  o.Set("avx512f", f.avx512f);
+  o.Set("avx512bf16", f.avx512bf16);
+  return o;
+}
+
+// measureBandwidth(bytes, repeats) -> Promise<{ readGBps, copyGBps }> (runs off the event loop)
+class BandwidthWorker : public CodedWorker {
+ public:
+  BandwidthWorker(Napi::Env env, uint64_t bytes, int repeats) : CodedWorker(env), bytes_(bytes), repeats_(repeats) {}
+
+ protected:
+  void Compute() override { r_ = dg::measure_bandwidth(bytes_, repeats_); }
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("readGBps", r_.read_gbps);
+    o.Set("copyGBps", r_.copy_gbps);
+    return o;
+  }
+
+ private:
+  uint64_t bytes_;
+  int repeats_;
+  dg::BandwidthResult r_{};
+};
+
+Napi::Value MeasureBandwidth(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber())
+    ThrowCoded(env, "ERR_ARGUMENT", "measureBandwidth(bytes, repeats)");
+  const double bytes = info[0].As<Napi::Number>().DoubleValue();
+  const int repeats = info[1].As<Napi::Number>().Int32Value();
+  if (!(bytes >= (1 << 20) && bytes <= double(1ull << 34)) || repeats < 1 || repeats > 100)
+    ThrowCoded(env, "ERR_ARGUMENT", "measureBandwidth: bytes in [1 MiB, 16 GiB], repeats in [1, 100]");
+  auto* w = new BandwidthWorker(env, uint64_t(bytes), repeats);
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+}  // namespace
+
+void InitModel(Napi::Env env, Napi::Object exports) {
+  NativeModel::ctor = Napi::Persistent(NativeModel::Define(env));
+  NativeSession::ctor = Napi::Persistent(NativeSession::Define(env));
+  exports.Set("loadModel", Napi::Function::New(env, LoadModel));
+  exports.Set("sampleToken", Napi::Function::New(env, SampleToken));
+  exports.Set("systemInfo", Napi::Function::New(env, SystemInfo));
+  exports.Set("measureBandwidth", Napi::Function::New(env, MeasureBandwidth));
+}
+
+}  // namespace dg_bind

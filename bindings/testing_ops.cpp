@@ -1,0 +1,289 @@
+// `testing`: each CPU kernel as a synchronous function over typed arrays, so the
+// uvu tests can compare every op (on every ISA) with a float64 reference.
+// Every argument is checked against the dims before any kernel reads memory.
+#include "bindings/testing_ops.h"
+
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "bindings/convert.h"
+#include "core/cpu_features.h"
+#include "core/thread_pool.h"
+#include "kernels/cpu/ops.h"
+
+namespace dg_bind {
+namespace {
+
+[[noreturn]] void Bad(Napi::Env env, const std::string& msg) { ThrowCoded(env, "ERR_ARGUMENT", msg); }
+
+template <typename Array>
+Array TypedArg(const Napi::CallbackInfo& info, size_t i, napi_typedarray_type type, const char* type_name,
+               const char* name) {
+  if (info.Length() <= i || !info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != type)
+    Bad(info.Env(), std::string(name) + " must be a " + type_name);
+  return info[i].As<Array>();
+}
+Napi::Float32Array F32Arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  return TypedArg<Napi::Float32Array>(info, i, napi_float32_array, "Float32Array", name);
+}
+Napi::Uint8Array BytesArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  return TypedArg<Napi::Uint8Array>(info, i, napi_uint8_array, "Uint8Array", name);
+}
+bool IsAbsent(const Napi::CallbackInfo& info, size_t i) {
+  return info.Length() <= i || info[i].IsNull() || info[i].IsUndefined();
+}
+
+// An integer in [lo, 2^31 - 1]; products of up to three such dims fit in int64
+// only when checked, see Mul.
+int64_t IntArg(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t lo) {
+  if (info.Length() <= i || !info[i].IsNumber()) Bad(info.Env(), std::string(name) + " must be a number");
+  const double d = info[i].As<Napi::Number>().DoubleValue();
+  if (!(d >= double(lo) && d <= 2147483647.0) || d != std::floor(d))
+    Bad(info.Env(), std::string(name) + " must be an integer in [" + std::to_string(lo) + ", 2^31)");
+  return int64_t(d);
+}
+double NumberArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (info.Length() <= i || !info[i].IsNumber()) Bad(info.Env(), std::string(name) + " must be a number");
+  return info[i].As<Napi::Number>().DoubleValue();
+}
+
+int64_t Mul(Napi::Env env, int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_mul_overflow(a, b, &r) || r > (int64_t(1) << 40)) Bad(env, "dimensions are too large");
+  return r;
+}
+
+void ExpectLength(Napi::Env env, const char* name, size_t actual, int64_t expected, const char* dims) {
+  if (int64_t(actual) != expected)
+    Bad(env, std::string(name) + " has length " + std::to_string(actual) + ", expected " + std::to_string(expected) +
+                 " (" + dims + ")");
+}
+
+dg::DType DTypeArg(const Napi::CallbackInfo& info, size_t i) {
+  if (info.Length() > i && info[i].IsString()) {
+    const std::string s = info[i].As<Napi::String>().Utf8Value();
+    if (s == "F32") return dg::DType::F32;
+    if (s == "F16") return dg::DType::F16;
+    if (s == "BF16") return dg::DType::BF16;
+  }
+  Bad(info.Env(), "dtype must be \"F32\", \"F16\" or \"BF16\"");
+}
+
+Napi::Float32Array NewF32(Napi::Env env, int64_t n) { return Napi::Float32Array::New(env, size_t(n)); }
+
+// linear(x, T, wBytes, dtype, rows, cols, bias | null, accumulateInto | null):
+// returns accumulateInto (updated in place) or a new [T][rows] array.
+Napi::Value Linear(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto x = F32Arg(info, 0, "x");
+  const int64_t T = IntArg(info, 1, "T", 1);
+  auto w = BytesArg(info, 2, "wBytes");
+  const dg::DType dtype = DTypeArg(info, 3);
+  const int64_t rows = IntArg(info, 4, "rows", 1), cols = IntArg(info, 5, "cols", 1);
+  ExpectLength(env, "x", x.ElementLength(), Mul(env, T, cols), "T * cols");
+  ExpectLength(env, "wBytes", w.ByteLength(), Mul(env, Mul(env, rows, cols), int64_t(dg::dtype_size(dtype))),
+               "rows * cols * dtype size");
+  const float* bias = nullptr;
+  if (!IsAbsent(info, 6)) {
+    auto b = F32Arg(info, 6, "bias");
+    ExpectLength(env, "bias", b.ElementLength(), rows, "rows");
+    bias = b.Data();
+  }
+  const bool accumulate = !IsAbsent(info, 7);
+  auto y = accumulate ? F32Arg(info, 7, "accumulateInto") : NewF32(env, Mul(env, T, rows));
+  ExpectLength(env, "accumulateInto", y.ElementLength(), Mul(env, T, rows), "T * rows");
+  return Guarded(env, [&] {
+    dg::Matrix m{w.Data(), dtype, rows, cols};
+    dg::linear_forward(y.Data(), x.Data(), m, bias, T, dg::ThreadPool::global(), accumulate);
+    return y;
+  });
+}
+
+// rmsnorm(x, w, T, d, eps) -> new [T][d]
+Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto x = F32Arg(info, 0, "x");
+  auto w = F32Arg(info, 1, "w");
+  const int64_t T = IntArg(info, 2, "T", 1), d = IntArg(info, 3, "d", 1);
+  const double eps = NumberArg(info, 4, "eps");
+  if (!(eps >= 0 && std::isfinite(eps))) Bad(env, "eps must be a finite number >= 0");
+  ExpectLength(env, "x", x.ElementLength(), Mul(env, T, d), "T * d");
+  ExpectLength(env, "w", w.ElementLength(), d, "d");
+  auto y = NewF32(env, T * d);
+  dg::rmsnorm_forward(y.Data(), x.Data(), w.Data(), T, d, float(eps));
+  return y;
+}
+
+// ropeTables(positions: Float64Array, invFreq) -> { cos, sin }, each [T][invFreq.length]
+Napi::Value RopeTables(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto pos = TypedArg<Napi::Float64Array>(info, 0, napi_float64_array, "Float64Array", "positions");
+  auto inv = F32Arg(info, 1, "invFreq");
+  const int64_t T = int64_t(pos.ElementLength()), half = int64_t(inv.ElementLength());
+  if (T == 0 || half == 0) Bad(env, "positions and invFreq must not be empty");
+  auto c = NewF32(env, Mul(env, T, half));
+  auto s = NewF32(env, T * half);
+  dg::rope_tables(c.Data(), s.Data(), pos.Data(), T, inv.Data(), half);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("cos", c);
+  o.Set("sin", s);
+  return o;
+}
+
+// rope(x, cos, sin, T, nHeads, headDim) -> rotated copy of x
+Napi::Value Rope(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto x = F32Arg(info, 0, "x");
+  auto c = F32Arg(info, 1, "cos");
+  auto s = F32Arg(info, 2, "sin");
+  const int64_t T = IntArg(info, 3, "T", 1), heads = IntArg(info, 4, "nHeads", 1), hd = IntArg(info, 5, "headDim", 2);
+  if (hd % 2 != 0) Bad(env, "headDim must be even");
+  ExpectLength(env, "x", x.ElementLength(), Mul(env, Mul(env, T, heads), hd), "T * nHeads * headDim");
+  ExpectLength(env, "cos", c.ElementLength(), T * hd / 2, "T * headDim / 2");
+  ExpectLength(env, "sin", s.ElementLength(), T * hd / 2, "T * headDim / 2");
+  auto y = NewF32(env, int64_t(x.ElementLength()));
+  std::memcpy(y.Data(), x.Data(), x.ByteLength());
+  dg::rope_forward(y.Data(), c.Data(), s.Data(), T, heads, hd);
+  return y;
+}
+
+// attention(q, kCache, vCache, capacity, T, pos0, nHeads, nKvHeads, headDim) -> [T][nHeads * headDim]
+Napi::Value Attention(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto q = F32Arg(info, 0, "q");
+  auto k = F32Arg(info, 1, "kCache");
+  auto v = F32Arg(info, 2, "vCache");
+  const int64_t cap = IntArg(info, 3, "capacity", 1), T = IntArg(info, 4, "T", 1), pos0 = IntArg(info, 5, "pos0", 0);
+  const int64_t heads = IntArg(info, 6, "nHeads", 1), kv = IntArg(info, 7, "nKvHeads", 1),
+                hd = IntArg(info, 8, "headDim", 1);
+  if (heads % kv != 0) Bad(env, "nHeads must be a multiple of nKvHeads");
+  if (pos0 + T > cap) Bad(env, "pos0 + T must not exceed capacity");
+  ExpectLength(env, "q", q.ElementLength(), Mul(env, Mul(env, T, heads), hd), "T * nHeads * headDim");
+  ExpectLength(env, "kCache", k.ElementLength(), Mul(env, Mul(env, kv, cap), hd), "nKvHeads * capacity * headDim");
+  ExpectLength(env, "vCache", v.ElementLength(), kv * cap * hd, "nKvHeads * capacity * headDim");
+  auto out = NewF32(env, T * heads * hd);
+  return Guarded(env, [&] {
+    dg::attention_forward(out.Data(), q.Data(), k.Data(), v.Data(), cap, T, pos0, heads, kv, hd,
+                          dg::ThreadPool::global());
+    return out;
+  });
+}
+
+// swiglu(gate, up) -> new array
+Napi::Value SwiGlu(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto g = F32Arg(info, 0, "gate");
+  auto u = F32Arg(info, 1, "up");
+  ExpectLength(env, "up", u.ElementLength(), int64_t(g.ElementLength()), "gate.length");
+  auto out = NewF32(env, int64_t(g.ElementLength()));
+  dg::swiglu_forward(out.Data(), g.Data(), u.Data(), int64_t(g.ElementLength()));
+  return out;
+}
+
+// addInplace(y, x) -> y, with y += x
+Napi::Value AddInplace(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto y = F32Arg(info, 0, "y");
+  auto x = F32Arg(info, 1, "x");
+  ExpectLength(env, "x", x.ElementLength(), int64_t(y.ElementLength()), "y.length");
+  dg::add_inplace(y.Data(), x.Data(), int64_t(y.ElementLength()));
+  return y;
+}
+
+// embedding(ids: Int32Array, table: Uint8Array, dtype, rows, cols) -> [ids.length][cols]
+Napi::Value Embedding(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto ids = TypedArg<Napi::Int32Array>(info, 0, napi_int32_array, "Int32Array", "ids");
+  auto table = BytesArg(info, 1, "table");
+  const dg::DType dtype = DTypeArg(info, 2);
+  const int64_t rows = IntArg(info, 3, "rows", 1), cols = IntArg(info, 4, "cols", 1);
+  ExpectLength(env, "table", table.ByteLength(), Mul(env, Mul(env, rows, cols), int64_t(dg::dtype_size(dtype))),
+               "rows * cols * dtype size");
+  const int64_t T = int64_t(ids.ElementLength());
+  for (int64_t t = 0; t < T; ++t)
+    if (ids[size_t(t)] < 0 || ids[size_t(t)] >= rows)
+      Bad(env, "ids[" + std::to_string(t) + "] = " + std::to_string(ids[size_t(t)]) + " is outside [0, rows)");
+  auto out = NewF32(env, Mul(env, T, cols));
+  dg::embedding_forward(out.Data(), ids.Data(), T, dg::Matrix{table.Data(), dtype, rows, cols});
+  return out;
+}
+
+// sampleToken(logits, { temperature?, topK?, topP? }, u) -> token id. Absent
+// fields take the kernel defaults (greedy, no top-k, no top-p).
+Napi::Value SampleToken(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto logits = F32Arg(info, 0, "logits");
+  if (logits.ElementLength() == 0) Bad(env, "logits must not be empty");
+  if (info.Length() <= 1 || !info[1].IsObject()) Bad(env, "params must be an object");
+  Napi::Object o = info[1].As<Napi::Object>();
+  dg::SamplingParams p;
+  auto field = [&](const char* key, double fallback) {
+    Napi::Value v = o.Get(key);
+    if (v.IsUndefined()) return fallback;
+    if (!v.IsNumber()) Bad(env, std::string("params.") + key + " must be a number");
+    return v.As<Napi::Number>().DoubleValue();
+  };
+  const double temperature = field("temperature", 0.0), top_k = field("topK", 0.0), top_p = field("topP", 1.0);
+  if (!(temperature >= 0 && std::isfinite(temperature))) Bad(env, "params.temperature must be a finite number >= 0");
+  if (!(top_k >= 0 && top_k <= 2147483647.0) || top_k != std::floor(top_k))
+    Bad(env, "params.topK must be an integer >= 0 (0: off)");
+  if (!(top_p > 0 && top_p <= 1)) Bad(env, "params.topP must be in (0, 1] (1: off)");
+  p.temperature = float(temperature);
+  p.top_k = int32_t(top_k);
+  p.top_p = float(top_p);
+  const double u = NumberArg(info, 2, "u");
+  if (!(u >= 0 && u < 1)) Bad(env, "u must be in [0, 1)");
+  return Guarded(env, [&] {
+    return Napi::Number::New(env, dg::sample_token(logits.Data(), int64_t(logits.ElementLength()), p, u));
+  });
+}
+
+// cpuInfo() -> { avx2, fma, f16c, avx512f, avx512bw, avx512vl, avx512dq, avx512bf16, best, active, threads }
+Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const dg::CpuFeatures& f = dg::cpu_features();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("avx2", f.avx2);
+  o.Set("fma", f.fma);
+  o.Set("f16c", f.f16c);
+  o.Set("avx512f", f.avx512f);
+  o.Set("avx512bw", f.avx512bw);
+  o.Set("avx512vl", f.avx512vl);
+  o.Set("avx512dq", f.avx512dq);
+  o.Set("avx512bf16", f.avx512bf16);
+  o.Set("best", dg::isa_name(dg::best_isa()));
+  o.Set("active", dg::isa_name(dg::active_isa()));
+  o.Set("threads", dg::ThreadPool::global().size());
+  return o;
+}
+
+// setIsa("scalar" | "avx2" | "avx512"); throws ERR_ISA_UNSUPPORTED beyond the CPU's best.
+Napi::Value SetIsa(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  dg::Isa isa;
+  if (info.Length() < 1 || !info[0].IsString() || !dg::parse_isa(info[0].As<Napi::String>().Utf8Value().c_str(), &isa))
+    Bad(env, "isa must be \"scalar\", \"avx2\" or \"avx512\"");
+  Guarded(env, [&] { dg::set_active_isa(isa); });
+  return env.Undefined();
+}
+
+}  // namespace
+
+Napi::Object InitTestingOps(Napi::Env env) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("linear", Napi::Function::New(env, Linear, "linear"));
+  o.Set("rmsnorm", Napi::Function::New(env, RmsNorm, "rmsnorm"));
+  o.Set("ropeTables", Napi::Function::New(env, RopeTables, "ropeTables"));
+  o.Set("rope", Napi::Function::New(env, Rope, "rope"));
+  o.Set("attention", Napi::Function::New(env, Attention, "attention"));
+  o.Set("swiglu", Napi::Function::New(env, SwiGlu, "swiglu"));
+  o.Set("addInplace", Napi::Function::New(env, AddInplace, "addInplace"));
+  o.Set("embedding", Napi::Function::New(env, Embedding, "embedding"));
+  o.Set("sampleToken", Napi::Function::New(env, SampleToken, "sampleToken"));
+  o.Set("cpuInfo", Napi::Function::New(env, CpuInfo, "cpuInfo"));
+  o.Set("setIsa", Napi::Function::New(env, SetIsa, "setIsa"));
+  return o;
+}
+
+}  // namespace dg_bind

@@ -1,0 +1,182 @@
+/**
+ * config.json of a Hugging Face Llama / Qwen2 checkpoint, validated with zod and
+ * normalized with the defaults transformers applies (LlamaConfig, Qwen2Config).
+ */
+import { readFile } from "node:fs/promises";
+import { z } from "zod";
+import { DeepGuardError } from "./errors.js";
+import type { NativeModelConfig } from "./native-types.js";
+
+export const SUPPORTED_ARCHITECTURES = ["LlamaForCausalLM", "Qwen2ForCausalLM"] as const;
+export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
+
+const positiveInt = z.number().int().positive();
+const tokenIds = z.union([z.number().int().nonnegative(), z.array(z.number().int().nonnegative()), z.null()]);
+
+const ropeScalingSchema = z
+  .object({
+    type: z.string().optional(),
+    rope_type: z.string().optional(),
+    factor: z.number().positive().optional(),
+  })
+  .loose()
+  .nullable()
+  .optional();
+
+const rawConfigSchema = z
+  .object({
+    architectures: z.array(z.string()).min(1),
+    model_type: z.string().optional(),
+    hidden_size: positiveInt,
+    intermediate_size: positiveInt,
+    num_hidden_layers: positiveInt,
+    num_attention_heads: positiveInt,
+    num_key_value_heads: positiveInt.nullable().optional(),
+    head_dim: positiveInt.nullable().optional(),
+    vocab_size: positiveInt,
+    rms_norm_eps: z.number().positive().optional(),
+    rope_theta: z.number().positive().optional(),
+    rope_scaling: ropeScalingSchema,
+    tie_word_embeddings: z.boolean().optional(),
+    max_position_embeddings: positiveInt.optional(),
+    hidden_act: z.string().optional(),
+    attention_bias: z.boolean().optional(),
+    mlp_bias: z.boolean().optional(),
+    use_sliding_window: z.boolean().optional(),
+    bos_token_id: tokenIds.optional(),
+    eos_token_id: tokenIds.optional(),
+    torch_dtype: z.string().nullable().optional(),
+  })
+  .loose();
+
+/** The normalized configuration the engine runs with. */
+export interface ModelConfig {
+  architecture: Architecture;
+  modelType: string;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  vocabSize: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  /** rope_scaling {type: "linear", factor}: positions are divided by this; 1 = none. */
+  ropeLinearFactor: number;
+  tieWordEmbeddings: boolean;
+  maxPositionEmbeddings: number;
+  attentionBias: boolean;
+  mlpBias: boolean;
+  bosTokenId: number | null;
+  eosTokenIds: number[];
+  torchDtype: string | null;
+}
+
+function fail(where: string, message: string): never {
+  throw new DeepGuardError("ERR_CONFIG", `${where}: ${message}`);
+}
+
+/** Validates a parsed config.json object; `where` names it in errors. */
+export function parseModelConfig(json: unknown, where = "config.json"): ModelConfig {
+  const parsed = rawConfigSchema.safeParse(json);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => {
+      const field = i.path.length ? i.path.join(".") : "(root)";
+      const missing = i.code === "invalid_type" && /received undefined/.test(i.message);
+      return missing ? `missing required field "${field}"` : `field "${field}": ${i.message}`;
+    });
+    fail(where, issues.join("; "));
+  }
+  const c = parsed.data;
+  const architecture = c.architectures[0];
+  if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(architecture)) {
+    fail(where, `unsupported architecture "${architecture}" (supported: ${SUPPORTED_ARCHITECTURES.join(", ")})`);
+  }
+  const isQwen2 = architecture === "Qwen2ForCausalLM";
+  if (c.hidden_act !== undefined && c.hidden_act !== "silu") {
+    fail(where, `field "hidden_act": only "silu" is supported, got "${c.hidden_act}"`);
+  }
+  if (c.use_sliding_window) fail(where, `field "use_sliding_window": sliding-window attention is not supported`);
+
+  const numHeads = c.num_attention_heads;
+  const numKvHeads = c.num_key_value_heads ?? numHeads;
+  if (numHeads % numKvHeads !== 0) {
+    fail(where, `field "num_key_value_heads": ${numKvHeads} does not divide num_attention_heads ${numHeads}`);
+  }
+  if (c.head_dim == null && c.hidden_size % numHeads !== 0) {
+    fail(where, `field "hidden_size": ${c.hidden_size} is not divisible by num_attention_heads ${numHeads}`);
+  }
+  const headDim = c.head_dim ?? c.hidden_size / numHeads;
+  if (headDim % 2 !== 0) fail(where, `head dimension ${headDim} must be even for rotary embeddings`);
+
+  let ropeLinearFactor = 1;
+  if (c.rope_scaling) {
+    const kind = c.rope_scaling.rope_type ?? c.rope_scaling.type;
+    if (kind === "linear") {
+      if (c.rope_scaling.factor === undefined) fail(where, `field "rope_scaling.factor" is required for type "linear"`);
+      ropeLinearFactor = c.rope_scaling.factor;
+    } else if (kind !== "default") {
+      fail(where, `field "rope_scaling": type "${kind}" is not supported (supported: "linear")`);
+    }
+  }
+  const eos = c.eos_token_id;
+  return {
+    architecture: architecture as Architecture,
+    modelType: c.model_type ?? (isQwen2 ? "qwen2" : "llama"),
+    hiddenSize: c.hidden_size,
+    intermediateSize: c.intermediate_size,
+    numLayers: c.num_hidden_layers,
+    numHeads,
+    numKvHeads,
+    headDim,
+    vocabSize: c.vocab_size,
+    rmsNormEps: c.rms_norm_eps ?? 1e-6,
+    ropeTheta: c.rope_theta ?? 10000,
+    ropeLinearFactor,
+    tieWordEmbeddings: c.tie_word_embeddings ?? false,
+    maxPositionEmbeddings: c.max_position_embeddings ?? (isQwen2 ? 32768 : 2048),
+    attentionBias: isQwen2 ? true : (c.attention_bias ?? false),
+    mlpBias: isQwen2 ? false : (c.mlp_bias ?? false),
+    bosTokenId: typeof c.bos_token_id === "number" ? c.bos_token_id : null,
+    eosTokenIds: eos == null ? [] : Array.isArray(eos) ? eos : [eos],
+    torchDtype: c.torch_dtype ?? null,
+  };
+}
+
+export async function readModelConfig(path: string): Promise<ModelConfig> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (err) {
+    throw new DeepGuardError("ERR_CONFIG", `cannot read ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new DeepGuardError("ERR_CONFIG", `${path} is not valid JSON: ${(err as Error).message}`, { cause: err });
+  }
+  return parseModelConfig(json, path);
+}
+
+export function toNativeConfig(c: ModelConfig): NativeModelConfig {
+  const isQwen2 = c.architecture === "Qwen2ForCausalLM";
+  return {
+    architecture: c.architecture,
+    hiddenSize: c.hiddenSize,
+    numLayers: c.numLayers,
+    numHeads: c.numHeads,
+    numKvHeads: c.numKvHeads,
+    headDim: c.headDim,
+    intermediateSize: c.intermediateSize,
+    vocabSize: c.vocabSize,
+    rmsNormEps: c.rmsNormEps,
+    ropeTheta: c.ropeTheta,
+    ropeLinearFactor: c.ropeLinearFactor,
+    tieWordEmbeddings: c.tieWordEmbeddings,
+    qkvBias: isQwen2 || c.attentionBias,
+    oBias: !isQwen2 && c.attentionBias,
+    mlpBias: c.mlpBias,
+  };
+}

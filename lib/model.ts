@@ -1,0 +1,170 @@
+/**
+ * A loaded Hugging Face Llama / Qwen2 checkpoint: weights memory-mapped by the
+ * native engine in their stored dtype, the tokenizer when the directory has one.
+ *
+ *   const model = await Model.load("/models/Qwen2.5-Coder-1.5B");
+ *   const out = await model.forward(ids, { hiddenStates: "all" });
+ *   for await (const piece of model.generate("def f():", { maxTokens: 64 })) process.stdout.write(piece.text);
+ */
+import { stat } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { locateCheckpoint } from "./checkpoint.js";
+import { readModelConfig, toNativeConfig, type ModelConfig } from "./config.js";
+import { DeepGuardError, wrapNativeError } from "./errors.js";
+import {
+  generateTokens,
+  resolveGenerateOptions,
+  type GenerateOptions,
+  type GenerationChunk,
+  type GenerationResult,
+} from "./generate.js";
+import { native } from "./native.js";
+import type { NativeModel } from "./native-types.js";
+import { evalBatch, ModelSession, toTokenArray, type EvalOptions, type EvalResult } from "./session.js";
+import { Tokenizer } from "./tokenizer.js";
+
+export interface LoadOptions {
+  signal?: AbortSignal;
+}
+
+export interface ModelInfo {
+  directory: string;
+  architecture: string;
+  numLayers: number;
+  hiddenSize: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  intermediateSize: number;
+  vocabSize: number;
+  /** Dtype most weight bytes are stored in ("BF16", "F32", "F16"). */
+  dtype: string;
+  parameterCount: number;
+  weightBytes: number;
+  tieWordEmbeddings: boolean;
+  tokenizer: boolean;
+}
+
+export interface ForwardOptions extends Omit<EvalOptions, "logits"> {
+  /** Default "all": one row of logits per input token. */
+  logits?: EvalOptions["logits"];
+}
+
+export interface ForwardResult extends EvalResult {
+  tokens: Int32Array;
+}
+
+export class Model {
+  readonly config: ModelConfig;
+  /** null when the checkpoint has no tokenizer.json: text APIs then throw, id APIs work. */
+  readonly tokenizer: Tokenizer | null;
+  readonly info: ModelInfo;
+  readonly #engine: NativeModel;
+  readonly #eos: ReadonlySet<number>;
+
+  private constructor(config: ModelConfig, tokenizer: Tokenizer | null, engine: NativeModel, info: ModelInfo) {
+    this.config = config;
+    this.tokenizer = tokenizer;
+    this.#engine = engine;
+    this.info = info;
+    const eos = new Set(config.eosTokenIds);
+    if (tokenizer?.eosTokenId != null) eos.add(tokenizer.eosTokenId);
+    this.#eos = eos;
+  }
+
+  /** Loads a checkpoint directory (config.json, safetensors weights, optional tokenizer). */
+  static async load(directory: string, options: LoadOptions = {}): Promise<Model> {
+    if (typeof directory !== "string" || directory.length === 0) {
+      throw new DeepGuardError("ERR_ARGUMENT", "Model.load needs a checkpoint directory path");
+    }
+    const dir = resolve(directory);
+    const st = await stat(dir).catch(() => null);
+    if (!st?.isDirectory()) throw new DeepGuardError("ERR_CHECKPOINT", `${dir} is not a directory`);
+    options.signal?.throwIfAborted();
+    const config = await readModelConfig(join(dir, "config.json"));
+    const files = await locateCheckpoint(dir);
+    const tokenizer = await Tokenizer.fromDirectory(dir);
+    options.signal?.throwIfAborted();
+    let engine: NativeModel;
+    try {
+      engine = await native().loadModel(toNativeConfig(config), files.files, files.tensors);
+    } catch (err) {
+      const e = wrapNativeError(err);
+      throw new DeepGuardError((e as DeepGuardError).code, `${dir}: ${e.message}`, { cause: err });
+    }
+    const info: ModelInfo = {
+      directory: dir,
+      architecture: config.architecture,
+      numLayers: config.numLayers,
+      hiddenSize: config.hiddenSize,
+      numHeads: config.numHeads,
+      numKvHeads: config.numKvHeads,
+      headDim: config.headDim,
+      intermediateSize: config.intermediateSize,
+      vocabSize: config.vocabSize,
+      dtype: files.dominantDtype,
+      parameterCount: engine.info().parameterCount,
+      weightBytes: files.totalBytes,
+      tieWordEmbeddings: config.tieWordEmbeddings,
+      tokenizer: tokenizer !== null,
+    };
+    return new Model(config, tokenizer, engine, info);
+  }
+
+  /** The tokenizer, or a clear error when the checkpoint has none. */
+  requireTokenizer(): Tokenizer {
+    if (!this.tokenizer) {
+      throw new DeepGuardError(
+        "ERR_NO_TOKENIZER",
+        `${this.info.directory} has no tokenizer.json: pass token ids instead of text`,
+      );
+    }
+    return this.tokenizer;
+  }
+
+  tokenize(text: string, options?: { addSpecialTokens?: boolean }): number[] {
+    return this.requireTokenizer().encode(text, options);
+  }
+
+  detokenize(ids: ArrayLike<number>, options?: { skipSpecialTokens?: boolean }): string {
+    return this.requireTokenizer().decode(ids, options);
+  }
+
+  /** A fresh sequence with its own KV cache for incremental decoding. */
+  createSession(): ModelSession {
+    return new ModelSession(this.#engine, this.config);
+  }
+
+  /** Evaluates one new chunk for each session in a single batched native step. */
+  evalBatch(items: readonly { session: ModelSession; tokens: ArrayLike<number> }[], options: EvalOptions = {}): Promise<EvalResult[]> {
+    return evalBatch(this.#engine, this.config, items, options);
+  }
+
+  /** Full forward pass over `input` (ids or text): logits and the chosen hidden states. */
+  async forward(input: string | ArrayLike<number>, options: ForwardOptions = {}): Promise<ForwardResult> {
+    const tokens = this.#toIds(input);
+    const result = await this.createSession().eval(tokens, { ...options, logits: options.logits ?? "all" });
+    return { ...result, tokens };
+  }
+
+  /** Streams generated text; the generator's return value is the full GenerationResult. */
+  async *generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): AsyncGenerator<GenerationChunk, GenerationResult> {
+    const opts = resolveGenerateOptions(options);
+    const ids = this.#toIds(prompt);
+    return yield* generateTokens(this.createSession(), ids, this.tokenizer, this.#eos, opts);
+  }
+
+  /** generate() collected into one result. */
+  async complete(prompt: string | ArrayLike<number>, options?: GenerateOptions): Promise<GenerationResult> {
+    const it = this.generate(prompt, options);
+    for (;;) {
+      const r = await it.next();
+      if (r.done) return r.value;
+    }
+  }
+
+  #toIds(input: string | ArrayLike<number>): Int32Array {
+    const ids = typeof input === "string" ? this.tokenize(input) : input;
+    return toTokenArray(ids, this.config.vocabSize);
+  }
+}

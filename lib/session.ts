@@ -1,0 +1,167 @@
+/**
+ * A sequence being decoded incrementally: it owns a KV cache in native memory, so
+ * each eval() only computes the new tokens. Calls on one session are queued; many
+ * sessions may share one Model and run concurrently (and be batched together).
+ */
+import { DeepGuardError, wrapNativeError } from "./errors.js";
+import type { NativeModel, NativeSession } from "./native-types.js";
+import { Matrix } from "./tensor.js";
+
+/** Which of the L+1 hidden states (HF output_hidden_states order) to return; negatives count from the end (-1 = final norm). */
+export type HiddenStateSelection = "all" | "none" | readonly number[];
+
+export interface EvalOptions {
+  /** Logits for every new token, only the last one (default), or none. */
+  logits?: "all" | "last" | "none";
+  hiddenStates?: HiddenStateSelection;
+  signal?: AbortSignal;
+}
+
+export interface EvalResult {
+  /** [rows][vocab]: rows = new tokens ("all"), 1 ("last") or 0 ("none"). */
+  logits: Matrix;
+  /** Hidden-state index (0 = embeddings ... L = final norm) -> [new tokens][hidden]. */
+  hiddenStates: Map<number, Matrix>;
+}
+
+interface EngineShape {
+  vocabSize: number;
+  hiddenSize: number;
+  numLayers: number;
+}
+
+/** Resolves a selection to ascending unique indices in [0, L]. */
+export function resolveHiddenStates(sel: HiddenStateSelection | undefined, numLayers: number): number[] {
+  if (sel === undefined || sel === "none") return [];
+  if (sel === "all") return Array.from({ length: numLayers + 1 }, (_, i) => i);
+  if (!Array.isArray(sel)) throw new DeepGuardError("ERR_ARGUMENT", `hiddenStates must be "all", "none" or an array of layer indices`);
+  const out = new Set<number>();
+  for (const raw of sel) {
+    if (!Number.isInteger(raw) || raw < -(numLayers + 1) || raw > numLayers) {
+      throw new DeepGuardError(
+        "ERR_ARGUMENT",
+        `hiddenStates index ${String(raw)} is out of range [${-(numLayers + 1)}, ${numLayers}] for a ${numLayers}-layer model`,
+      );
+    }
+    out.add(raw < 0 ? numLayers + 1 + raw : raw);
+  }
+  return [...out].sort((a, b) => a - b);
+}
+
+/** Copies ids into an Int32Array, rejecting anything that is not a valid token id. */
+export function toTokenArray(tokens: ArrayLike<number>, vocabSize: number, what = "tokens"): Int32Array {
+  if (tokens === null || typeof tokens !== "object" || typeof tokens.length !== "number") {
+    throw new DeepGuardError("ERR_ARGUMENT", `${what} must be an array of token ids`);
+  }
+  if (tokens.length === 0) throw new DeepGuardError("ERR_ARGUMENT", `${what} is empty`);
+  const out = new Int32Array(tokens.length);
+  for (let i = 0; i < tokens.length; i++) {
+    const id = tokens[i];
+    if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
+      throw new DeepGuardError("ERR_TOKEN_ID", `${what}[${i}] = ${String(id)} is not a token id in [0, ${vocabSize})`);
+    }
+    out[i] = id;
+  }
+  return out;
+}
+
+/** A FIFO lock: run() calls execute one after another. */
+class Queue {
+  #tail: Promise<void> = Promise.resolve();
+  async acquire(): Promise<() => void> {
+    let release!: () => void;
+    const prev = this.#tail;
+    this.#tail = new Promise<void>((r) => (release = r));
+    await prev;
+    return release;
+  }
+}
+
+export class ModelSession {
+  /** @internal */ readonly native: NativeSession;
+  /** @internal */ readonly queue = new Queue();
+  readonly #engine: NativeModel;
+  readonly #shape: EngineShape;
+
+  /** @internal Use Model.createSession(). */
+  constructor(engine: NativeModel, shape: EngineShape) {
+    this.#engine = engine;
+    this.#shape = shape;
+    this.native = engine.createSession();
+  }
+
+  /** Tokens held in the KV cache. */
+  get length(): number {
+    return this.native.length;
+  }
+
+  /** Bytes of native memory the KV cache holds. */
+  get cacheBytes(): number {
+    return this.native.cacheBytes;
+  }
+
+  /** Appends tokens and returns their logits / hidden states. */
+  async eval(tokens: ArrayLike<number>, options: EvalOptions = {}): Promise<EvalResult> {
+    const [result] = await evalBatch(this.#engine, this.#shape, [{ session: this, tokens }], options);
+    return result;
+  }
+
+  /** Forgets every position >= n, e.g. to reuse a shared prompt. */
+  async truncate(n: number): Promise<void> {
+    const release = await this.queue.acquire();
+    try {
+      if (!Number.isInteger(n) || n < 0 || n > this.length) {
+        throw new DeepGuardError("ERR_ARGUMENT", `truncate(${String(n)}): must be an integer in [0, ${this.length}]`);
+      }
+      this.native.truncate(n);
+    } finally {
+      release();
+    }
+  }
+}
+
+/** One batched native step over several sessions (weights are read once for all). */
+export async function evalBatch(
+  engine: NativeModel,
+  shape: EngineShape,
+  items: readonly { session: ModelSession; tokens: ArrayLike<number> }[],
+  options: EvalOptions,
+): Promise<EvalResult[]> {
+  options.signal?.throwIfAborted();
+  const logits = options.logits ?? "last";
+  if (logits !== "all" && logits !== "last" && logits !== "none") {
+    throw new DeepGuardError("ERR_ARGUMENT", `logits must be "all", "last" or "none", got ${String(logits)}`);
+  }
+  const capture = resolveHiddenStates(options.hiddenStates, shape.numLayers);
+  if (items.length === 0) throw new DeepGuardError("ERR_ARGUMENT", "evalBatch needs at least one session");
+  if (new Set(items.map((i) => i.session)).size !== items.length) {
+    throw new DeepGuardError("ERR_ARGUMENT", "a session appears twice in one batch");
+  }
+  const tokens = items.map((it, i) =>
+    toTokenArray(it.tokens, shape.vocabSize, items.length > 1 ? `batch[${i}].tokens` : "tokens"),
+  );
+  // Join every session's queue synchronously, so two batches over the same
+  // sessions are ordered the same way in each queue and cannot deadlock.
+  const releases = await Promise.all(items.map((it) => it.session.queue.acquire()));
+  try {
+    options.signal?.throwIfAborted();
+    let out;
+    try {
+      out = await engine.step(items.map((i) => i.session.native), tokens, { logits, capture });
+    } catch (err) {
+      throw wrapNativeError(err);
+    }
+    return tokens.map((t, i) => {
+      const rows = logits === "all" ? t.length : logits === "last" ? 1 : 0;
+      const hiddenStates = new Map<number, Matrix>();
+      const hidden = out.hidden[i];
+      const block = t.length * shape.hiddenSize;
+      capture.forEach((layer, c) => {
+        hiddenStates.set(layer, new Matrix(hidden.subarray(c * block, (c + 1) * block), t.length, shape.hiddenSize));
+      });
+      return { logits: new Matrix(out.logits[i], rows, shape.vocabSize), hiddenStates };
+    });
+  } finally {
+    for (const r of releases) r();
+  }
+}

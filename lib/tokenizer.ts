@@ -1,0 +1,90 @@
+/**
+ * Text <-> token ids through the checkpoint's own tokenizer.json and
+ * tokenizer_config.json, using @huggingface/tokenizers (pure JS, offline).
+ */
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
+import { DeepGuardError } from "./errors.js";
+
+export interface EncodeOptions {
+  /** Add the tokenizer's special tokens (e.g. BOS), as HF `tokenizer(text)` does. Default true. */
+  addSpecialTokens?: boolean;
+}
+
+export interface DecodeOptions {
+  /** Drop special tokens such as <|endoftext|> from the text. Default false. */
+  skipSpecialTokens?: boolean;
+}
+
+export class Tokenizer {
+  readonly #hf: HfTokenizer;
+  /** Id of the tokenizer's eos_token, when tokenizer_config.json names one in the vocabulary. */
+  readonly eosTokenId: number | null;
+
+  private constructor(hf: HfTokenizer, eosToken: string | null) {
+    this.#hf = hf;
+    this.eosTokenId = eosToken === null ? null : (hf.token_to_id(eosToken) ?? null);
+  }
+
+  /** Loads dir/tokenizer.json (+ tokenizer_config.json if present); null when there is no tokenizer.json. */
+  static async fromDirectory(dir: string): Promise<Tokenizer | null> {
+    const tokenizerPath = join(dir, "tokenizer.json");
+    const configPath = join(dir, "tokenizer_config.json");
+    const json = await readJson(tokenizerPath);
+    if (json === undefined) return null;
+    const config = (await readJson(configPath)) ?? {};
+    if (typeof json !== "object" || json === null || Array.isArray(json)) {
+      throw new DeepGuardError("ERR_TOKENIZER", `${tokenizerPath} must hold a JSON object`);
+    }
+    if (typeof config !== "object" || config === null || Array.isArray(config)) {
+      throw new DeepGuardError("ERR_TOKENIZER", `${configPath} must hold a JSON object`);
+    }
+    let hf: HfTokenizer;
+    try {
+      hf = new HfTokenizer(json, config);
+    } catch (err) {
+      throw new DeepGuardError("ERR_TOKENIZER", `${tokenizerPath} could not be loaded: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    const eos = (config as Record<string, unknown>).eos_token;
+    const eosToken = typeof eos === "string" ? eos : isContent(eos) ? eos.content : null;
+    return new Tokenizer(hf, eosToken);
+  }
+
+  encode(text: string, options: EncodeOptions = {}): number[] {
+    if (typeof text !== "string") throw new DeepGuardError("ERR_ARGUMENT", "encode() needs a string");
+    return this.#hf.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
+  }
+
+  decode(ids: ArrayLike<number>, options: DecodeOptions = {}): string {
+    if (ids.length === 0) return ""; // @huggingface/tokenizers throws on an empty list
+    return this.#hf.decode(Array.from(ids), { skip_special_tokens: options.skipSpecialTokens ?? false });
+  }
+
+  /** Number of entries in the vocabulary, added tokens included. */
+  get vocabSize(): number {
+    return this.#hf.get_vocab(true).size;
+  }
+}
+
+function isContent(v: unknown): v is { content: string } {
+  return typeof v === "object" && v !== null && typeof (v as { content?: unknown }).content === "string";
+}
+
+/** Parsed JSON of path, or undefined when the file does not exist. */
+async function readJson(path: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw new DeepGuardError("ERR_TOKENIZER", `cannot read ${path}: ${(err as Error).message}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new DeepGuardError("ERR_TOKENIZER", `${path} is not valid JSON: ${(err as Error).message}`);
+  }
+}

@@ -1,0 +1,70 @@
+// Causal grouped-query attention over the KV cache, one (query row, head) pair
+// at a time: scores = q.k / sqrt(hd), softmax with max subtraction, out = p.V.
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/ops.h"
+
+namespace dg {
+namespace {
+
+// Dot product with 8 partial sums so the compiler vectorizes it.
+float dot(const float* a, const float* b, int64_t n) {
+  float acc[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
+  for (; i < n; ++i) acc[0] += a[i] * b[i];
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+// out[hd] = softmax(scale * q.K[0..n_ctx)) . V[0..n_ctx), using `scores` (n_ctx floats).
+void attend_one(float* out, const float* q, const float* k, const float* v, int64_t n_ctx, int64_t hd,
+                float scale, float* scores) {
+  float max_s = -INFINITY;
+  for (int64_t j = 0; j < n_ctx; ++j) {
+    scores[j] = dot(q, k + j * hd, hd) * scale;
+    max_s = scores[j] > max_s ? scores[j] : max_s;
+  }
+  float sum = 0.f;
+  for (int64_t j = 0; j < n_ctx; ++j) {
+    scores[j] = std::exp(scores[j] - max_s);
+    sum += scores[j];
+  }
+  for (int64_t i = 0; i < hd; ++i) out[i] = 0.f;
+  for (int64_t j = 0; j < n_ctx; ++j) {
+    const float p = scores[j];
+    const float* vj = v + j * hd;
+    for (int64_t i = 0; i < hd; ++i) out[i] += p * vj[i];
+  }
+  const float inv = 1.f / sum;
+  for (int64_t i = 0; i < hd; ++i) out[i] *= inv;
+}
+
+}  // namespace
+
+void attention_forward(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t capacity,
+                       int64_t T, int64_t pos0, int64_t n_heads, int64_t n_kv_heads, int64_t hd, ThreadPool& pool) {
+  const int64_t group = n_heads / n_kv_heads;
+  const float scale = 1.f / std::sqrt(float(hd));
+  const int64_t width = n_heads * hd;
+  // Work items are (row, head) pairs. Row t costs ~pos0 + t, so items are
+  // ordered t = 0, T-1, 1, T-2, ...: any contiguous chunk the pool hands a
+  // thread then mixes cheap and expensive rows and the threads finish together.
+  // Early in a decode the items are tiny; keep ~32k multiply-adds per chunk.
+  const int64_t grain = 32768 / (2 * hd * (pos0 + T / 2 + 1) + 1) + 1;
+  pool.parallel_for(T * n_heads, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> scores;
+    if (int64_t(scores.size()) < pos0 + T) scores.resize(size_t(pos0 + T));
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t fold = item / n_heads, h = item % n_heads;
+      const int64_t t = fold % 2 == 0 ? fold / 2 : T - 1 - fold / 2;
+      const int64_t kv = h / group;
+      const float* k = k_cache + kv * capacity * hd;
+      const float* v = v_cache + kv * capacity * hd;
+      attend_one(out + t * width + h * hd, q + t * width + h * hd, k, v, pos0 + t + 1, hd, scale, scores.data());
+    }
+  }, grain);
+}
+
+}  // namespace dg

@@ -1,0 +1,25 @@
+// Residual add and token-embedding lookup.
+#include <cstring>
+
+#include "kernels/cpu/ops.h"
+
+namespace dg {
+
+void add_inplace(float* y, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+void embedding_forward(float* out, const int32_t* ids, int64_t T, const Matrix& table) {
+  const int64_t d = table.cols;
+  for (int64_t t = 0; t < T; ++t) {
+    const char* row = table.row_ptr(ids[t]);
+    float* o = out + t * d;
+    if (table.dtype == DType::F32) {
+      std::memcpy(o, row, size_t(d) * 4);
+      continue;
+    }
+    for (int64_t i = 0; i < d; ++i) o[i] = load_as_f32(row, table.dtype, i);
+  }
+}
+
+}  // namespace dg

@@ -1,0 +1,167 @@
+// The register-blocked linear kernel, written once over a vector type V and
+// instantiated by each ISA file (matmul_avx2.cpp, matmul_avx512.cpp) under its
+// own -m flags. Everything here is in an anonymous namespace so the copies
+// compiled for different ISAs never merge at link time.
+//
+// One micro-tile computes TM tokens x 4 weight rows: per step of V::kLanes
+// columns it loads 4 weight vectors (widened from the stored dtype) and TM input
+// vectors and issues 4*TM FMAs into separate accumulators, which are reduced
+// horizontally once at the end.
+//  - Few tokens (decode, T <= TM): weights are widened in registers straight
+//    from memory, so each weight byte is read exactly once per call.
+//  - Many tokens (prefill): a block of rows that fits in L2 is widened to f32
+//    once into a per-thread buffer and reused by every token tile.
+// BF16 is widened and FMA'd in f32 (not dpbf16, which would round activations).
+//
+// V provides: vec, kLanes, kTM, zero(), fmadd(a, b, c), reduce1(v) -> float,
+// reduce4(a, b, c, d) -> {sum a, sum b, sum c, sum d} as __m128,
+// load<D>(row_bytes, k) and load_part<D>(row_bytes, k, n) (first n lanes, rest 0)
+// for D in F32/F16/BF16, and store(dst, v) / store_part(dst, v, n) for f32.
+#pragma once
+// GCC 12's AVX-512 headers self-initialize "undefined" vectors (__Y = __Y),
+// which -Wuninitialized reports wherever they are inlined (GCC bug 105593).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+
+#include "kernels/cpu/matmul_impl.h"
+
+namespace dg::detail {
+namespace {
+
+constexpr int kNR = 4;  // weight rows per tile
+
+constexpr int64_t elem_size(DType d) { return d == DType::F32 ? 4 : 2; }
+
+// Where a tile's results go: y row of its first token, bias of its first row.
+struct TileOut {
+  float* y;
+  int64_t ldy;
+  const float* bias;
+  bool accumulate;
+};
+
+// y[t][j] (+)= dot(x[t], w[j]) (+ bias[j]) for t < TM, j < NR.
+template <class V, DType D, int TM, int NR>
+void tile(TileOut o, const float* x, int64_t ldx, const char* w, int64_t ldw, int64_t K) {
+  using vec = typename V::vec;
+  constexpr int kL = V::kLanes;
+  vec acc[TM][NR];
+  for (int t = 0; t < TM; ++t)
+    for (int j = 0; j < NR; ++j) acc[t][j] = V::zero();
+  int64_t k = 0;
+  for (; k + kL <= K; k += kL) {
+    vec wv[NR];
+    for (int j = 0; j < NR; ++j) wv[j] = V::template load<D>(w + j * ldw, k);
+    for (int t = 0; t < TM; ++t) {
+      vec xv = V::template load<DType::F32>(reinterpret_cast<const char*>(x + t * ldx), k);
+      for (int j = 0; j < NR; ++j) acc[t][j] = V::fmadd(wv[j], xv, acc[t][j]);
+    }
+  }
+  if (k < K) {  // column tail: zero-filled partial loads contribute nothing
+    const int n = int(K - k);
+    vec wv[NR];
+    for (int j = 0; j < NR; ++j) wv[j] = V::template load_part<D>(w + j * ldw, k, n);
+    for (int t = 0; t < TM; ++t) {
+      vec xv = V::template load_part<DType::F32>(reinterpret_cast<const char*>(x + t * ldx), k, n);
+      for (int j = 0; j < NR; ++j) acc[t][j] = V::fmadd(wv[j], xv, acc[t][j]);
+    }
+  }
+  for (int t = 0; t < TM; ++t) {
+    float* y = o.y + t * o.ldy;
+    if constexpr (NR == 4) {
+      __m128 s = V::reduce4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]);
+      if (o.bias) s = _mm_add_ps(s, _mm_loadu_ps(o.bias));
+      if (o.accumulate) s = _mm_add_ps(s, _mm_loadu_ps(y));
+      _mm_storeu_ps(y, s);
+    } else {
+      for (int j = 0; j < NR; ++j) {
+        float s = V::reduce1(acc[t][j]);
+        if (o.bias) s += o.bias[j];
+        y[j] = o.accumulate ? y[j] + s : s;
+      }
+    }
+  }
+}
+
+// A tile of tm (1..V::kTM) tokens: the count becomes a template argument so
+// the accumulators live in registers.
+template <class V, DType D, int NR, int TM = V::kTM>
+void tile_tokens(int64_t tm, TileOut o, const float* x, int64_t ldx, const char* w, int64_t ldw, int64_t K) {
+  if constexpr (TM > 1) {
+    if (tm < TM) return tile_tokens<V, D, NR, TM - 1>(tm, o, x, ldx, w, ldw, K);
+  }
+  tile<V, D, TM, NR>(o, x, ldx, w, ldw, K);
+}
+
+// Output rows [r0, r1) for all tokens, weight row r0 at `w`, row stride `ldw`
+// bytes. Tokens outer, rows inner: an input tile stays hot in L1 while every
+// row of the block passes over it.
+template <class V, DType D>
+void rows(const LinearJob& jb, const char* w, int64_t ldw, int64_t r0, int64_t r1) {
+  const int64_t K = jb.cols;
+  for (int64_t t0 = 0; t0 < jb.T; t0 += V::kTM) {
+    const int64_t tm = jb.T - t0 < V::kTM ? jb.T - t0 : V::kTM;
+    const float* x = jb.x + t0 * K;
+    for (int64_t r = r0; r < r1; r += kNR) {
+      TileOut o{jb.y + t0 * jb.rows + r, jb.rows, jb.bias ? jb.bias + r : nullptr, jb.accumulate};
+      const char* wr = w + (r - r0) * ldw;
+      if (r1 - r >= kNR) {
+        tile_tokens<V, D, kNR>(tm, o, x, K, wr, ldw, K);
+        continue;
+      }
+      for (int64_t j = r; j < r1; ++j, wr += ldw, ++o.y) {  // last 1..3 rows
+        tile_tokens<V, D, 1>(tm, o, x, K, wr, ldw, K);
+        if (o.bias) ++o.bias;
+      }
+    }
+  }
+}
+
+// dst[r][k] = f32(src[r][k]) for n rows of K elements.
+template <class V, DType D>
+void widen_rows(float* dst, const char* src, int64_t ldw, int64_t n, int64_t K) {
+  constexpr int kL = V::kLanes;
+  for (int64_t r = 0; r < n; ++r, src += ldw, dst += K) {
+    int64_t k = 0;
+    for (; k + kL <= K; k += kL) V::store(dst + k, V::template load<D>(src, k));
+    if (k < K) V::store_part(dst + k, V::template load_part<D>(src, k, int(K - k)), int(K - k));
+  }
+}
+
+// Rows [r0, r1) in blocks of ~384 KiB of f32 weights, which stay in a 1-2 MiB
+// L2 beside the input tile while every token tile passes over them. With more
+// than two token tiles, a 16-bit block is widened to f32 once up front instead
+// of in registers on every pass.
+template <class V, DType D>
+void linear_rows_blocked(const LinearJob& jb, int64_t r0, int64_t r1) {
+  const int64_t K = jb.cols, ldw = K * elem_size(D);
+  const char* w = static_cast<const char*>(jb.w);
+  int64_t rb = (384 * 1024 / 4 / (K > 0 ? K : 1)) / kNR * kNR;
+  rb = rb < kNR ? kNR : rb > 256 ? 256 : rb;
+  float* buf = D != DType::F32 && jb.T > 2 * V::kTM ? thread_scratch(rb * K) : nullptr;
+  for (int64_t b0 = r0; b0 < r1; b0 += rb) {
+    const int64_t b1 = r1 - b0 < rb ? r1 : b0 + rb;
+    if (!buf) {
+      rows<V, D>(jb, w + b0 * ldw, ldw, b0, b1);
+    } else {
+      widen_rows<V, D>(buf, w + b0 * ldw, ldw, b1 - b0, K);
+      rows<V, DType::F32>(jb, reinterpret_cast<const char*>(buf), K * 4, b0, b1);
+    }
+  }
+}
+
+// Entry point body shared by the ISA files.
+template <class V>
+void linear_rows(const LinearJob& jb, int64_t r0, int64_t r1) {
+  switch (jb.dtype) {
+    case DType::F32: return linear_rows_blocked<V, DType::F32>(jb, r0, r1);
+    case DType::BF16: return linear_rows_blocked<V, DType::BF16>(jb, r0, r1);
+    case DType::F16: return linear_rows_blocked<V, DType::F16>(jb, r0, r1);
+  }
+}
+
+}  // namespace
+}  // namespace dg::detail

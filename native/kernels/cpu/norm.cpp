@@ -1,0 +1,28 @@
+// RMSNorm, as Llama/Qwen2 use it: y = x / sqrt(mean(x^2) + eps) * w.
+#include <cmath>
+
+#include "kernels/cpu/ops.h"
+
+namespace dg {
+
+// Sum of squares with 8 independent partial sums, so the compiler can keep
+// them in one vector register (a single f32 accumulator would serialize).
+static float sum_squares(const float* x, int64_t d) {
+  float acc[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= d; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += x[i + j] * x[i + j];
+  for (; i < d; ++i) acc[0] += x[i] * x[i];
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+void rmsnorm_forward(float* y, const float* x, const float* w, int64_t T, int64_t d, float eps) {
+  for (int64_t t = 0; t < T; ++t) {
+    const float* xt = x + t * d;
+    float* yt = y + t * d;
+    const float r = 1.f / std::sqrt(sum_squares(xt, d) / float(d) + eps);
+    for (int64_t i = 0; i < d; ++i) yt[i] = xt[i] * r * w[i];
+  }
+}
+
+}  // namespace dg

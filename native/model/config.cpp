@@ -1,0 +1,19 @@
+#include "model/config.h"
+
+#include "core/tensor.h"
+
+namespace dg {
+
+void ModelConfig::check() const {
+  auto fail = [](const std::string& msg) { throw Error("ERR_CONFIG", "invalid model config: " + msg); };
+  if (hidden <= 0 || n_layers <= 0 || n_heads <= 0 || n_kv_heads <= 0 || head_dim <= 0 ||
+      intermediate <= 0 || vocab <= 0)
+    fail("all sizes must be positive");
+  if (n_heads % n_kv_heads != 0) fail("num_attention_heads must be a multiple of num_key_value_heads");
+  if (head_dim % 2 != 0) fail("head_dim must be even for rotary embeddings");
+  if (!(rms_eps > 0)) fail("rms_norm_eps must be positive");
+  if (!(rope_theta > 0)) fail("rope_theta must be positive");
+  if (!(rope_position_scale > 0)) fail("rope_scaling.factor must be positive");
+}
+
+}  // namespace dg

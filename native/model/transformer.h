@@ -1,0 +1,81 @@
+// The decoder-only transformer (Llama / Qwen2 block) over memory-mapped weights.
+//
+// One entry point, step(): it appends tokens to one or more sessions' KV caches
+// in a single batched pass (prefill = one long segment, batched decode = many
+// one-token segments), and hands out logits and the hidden states of the
+// requested layers as it computes them, so guided decoding never needs a second
+// pass. Hidden-state indices follow HF output_hidden_states: 0 = embeddings,
+// i = output of layer i (i < L), L = final RMSNorm of layer L's output.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+#include "model/config.h"
+#include "model/kv_cache.h"
+#include "model/weights.h"
+
+namespace dg {
+
+class Transformer;
+
+// One sequence being decoded: its KV cache and position. Not shareable across
+// concurrent steps (a busy session is rejected with ERR_SESSION_BUSY).
+class Session {
+ public:
+  explicit Session(const Transformer& model);
+  int64_t length() const { return cache_.length(); }
+  // Forgets positions >= n (n <= length), e.g. to re-run from a shared prompt.
+  void truncate(int64_t n);
+  uint64_t cache_bytes() const { return cache_.bytes(); }
+  const Transformer* model() const { return model_; }
+
+ private:
+  friend class Transformer;
+  const Transformer* model_;
+  KvCache cache_;
+  std::atomic<bool> busy_{false};
+};
+
+enum class LogitsMode { None, Last, All };
+
+struct StepOptions {
+  LogitsMode logits = LogitsMode::Last;
+  std::vector<int32_t> capture;  // hidden-state indices in [0, L], ascending, unique
+};
+
+struct StepSegment {
+  Session* session = nullptr;
+  const int32_t* tokens = nullptr;
+  int64_t n = 0;
+};
+
+struct SegmentOutput {
+  std::vector<float> logits;  // [rows][vocab]: rows = n (All), 1 (Last), 0 (None)
+  std::vector<float> hidden;  // [capture.size()][n][hidden]
+};
+
+class Transformer {
+ public:
+  Transformer(ModelConfig cfg, ModelWeights weights);
+  const ModelConfig& config() const { return cfg_; }
+  const ModelWeights& weights() const { return w_; }
+
+  // Validates everything first (token ids, capture indices, distinct idle
+  // sessions); on error nothing has changed. Rows are processed in passes of at
+  // most kMaxRowsPerPass so long prompts need bounded activation memory.
+  std::vector<SegmentOutput> step(const std::vector<StepSegment>& segments, const StepOptions& opts) const;
+
+  static constexpr int64_t kMaxRowsPerPass = 512;
+
+ private:
+  struct Piece { size_t segment; int64_t row0_in_segment; int64_t n; };
+  void run_pass(const std::vector<StepSegment>& segs, const std::vector<Piece>& pieces,
+                const StepOptions& opts, std::vector<SegmentOutput>& out) const;
+
+  ModelConfig cfg_;
+  ModelWeights w_;
+  std::vector<float> inv_freq_;  // [head_dim / 2]
+};
+
+}  // namespace dg

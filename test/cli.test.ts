@@ -1,0 +1,102 @@
+// The deepguard CLI as a user runs it: a child process, its stdout, its exit code.
+import { execFile } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { makeTinyCheckpoint, tinySpecs, type TinyCheckpoint } from "./support/checkpoint.js";
+import { flatten, relativeError } from "./support/compare.js";
+import { referenceForward } from "./support/reference.js";
+
+const cli = join(dirname(fileURLToPath(import.meta.url)), "..", "lib", "cli", "main.js");
+const spec = { ...tinySpecs()["llama-bf16-gqa-rope-linear"], tokenizer: true, vocab: 300 };
+let root = "";
+let ckpt: TinyCheckpoint;
+
+async function run(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, [cli, ...args], { maxBuffer: 1 << 28 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+test.before(async () => {
+  root = await mkdtemp(join(tmpdir(), "dg-cli-"));
+  ckpt = await makeTinyCheckpoint(join(root, "m"), spec);
+});
+test.after(async () => {
+  await rm(root, { recursive: true, force: true });
+});
+
+test("inspect --json describes the checkpoint", async () => {
+  const r = await run("inspect", ckpt.dir, "--json");
+  assert.is(r.code, 0, r.stderr);
+  const info = JSON.parse(r.stdout);
+  assert.is(info.architecture, "LlamaForCausalLM");
+  assert.is(info.numLayers, spec.layers);
+  assert.is(info.hiddenSize, spec.hidden);
+  assert.is(info.numKvHeads, spec.kvHeads);
+  assert.is(info.dtype, "BF16");
+  assert.is(info.tokenizer, true);
+  let params = 0;
+  for (const w of ckpt.weights.values()) params += w.values.length;
+  assert.is(info.parameterCount, params);
+  const text = await run("inspect", ckpt.dir);
+  assert.match(text.stdout, /architecture\s+LlamaForCausalLM/);
+});
+
+test("forward --ids --json prints full-precision logits and L+1 hidden states", async () => {
+  const ids = [5, 17, 2, 250];
+  const r = await run("forward", ckpt.dir, "--ids", ids.join(","), "--json");
+  assert.is(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as { logits: number[][]; hiddenStates: number[][][] };
+  assert.is(out.logits.length, ids.length);
+  assert.is(out.logits[0].length, spec.vocab);
+  assert.is(out.hiddenStates.length, spec.layers + 1);
+  assert.is(out.hiddenStates[0][0].length, spec.hidden);
+  const ref = referenceForward(ckpt.config, ckpt.weights, ids);
+  assert.ok(relativeError(flatten(out.logits), flatten(ref.logits)) <= 1e-4);
+  for (let l = 0; l <= spec.layers; l++) {
+    assert.ok(relativeError(flatten(out.hiddenStates[l]), flatten(ref.hiddenStates[l])) <= 1e-4, `hidden ${l}`);
+  }
+});
+
+test("forward --text tokenizes with the checkpoint's tokenizer", async () => {
+  const r = await run("forward", ckpt.dir, "--text", "int main() {", "--json");
+  assert.is(r.code, 0, r.stderr);
+  assert.ok(JSON.parse(r.stdout).logits.length > 1);
+});
+
+test("generate streams text to stdout", async () => {
+  const r = await run("generate", ckpt.dir, "def f(x):", "--max-tokens", "8", "--temperature", "0.7", "--seed", "3");
+  assert.is(r.code, 0, r.stderr);
+  const again = await run("generate", ckpt.dir, "def f(x):", "--max-tokens", "8", "--temperature", "0.7", "--seed", "3");
+  assert.is(again.stdout, r.stdout);
+});
+
+test("bad usage exits 2 with a message; runtime errors exit 1 with the code", async () => {
+  const cases: [string[], number, RegExp][] = [
+    [[], 2, /usage:/],
+    [["frobnicate"], 2, /unknown command "frobnicate"/],
+    [["forward", ckpt.dir, "--ids", "1,x"], 2, /--ids entry 1 \("x"\)/],
+    [["forward", ckpt.dir], 2, /exactly one of --ids or --text/],
+    [["generate", ckpt.dir, "p", "--max-tokens", "lots"], 2, /--max-tokens must be an integer/],
+    [["generate", ckpt.dir, "p", "--top-p", "0"], 1, /\[ERR_ARGUMENT\].*topP/],
+    [["forward", ckpt.dir, "--ids", `1,${spec.vocab}`], 1, /\[ERR_TOKEN_ID\]/],
+    [["inspect", join(root, "nope")], 1, /\[ERR_CHECKPOINT\]/],
+    [["inspect", ckpt.dir, "--bogus"], 2, /bogus/],
+  ];
+  for (const [args, code, message] of cases) {
+    const r = await run(...args);
+    assert.is(r.code, code, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr + r.stdout, message);
+  }
+});
+
+test.run();

@@ -1,0 +1,236 @@
+/**
+ * An independent float64 forward pass for Llama / Qwen2, written from the
+ * semantics of transformers' modeling_llama.py and modeling_qwen2.py (see
+ * DESIGN.md, "Semantics that must match"). Plain loops on purpose: it is the
+ * ground truth the native engine is compared against, so it must be easy to check.
+ */
+import { DeepGuardError } from "../../lib/errors.js";
+
+export type ReferenceWeights = Map<string, { shape: number[]; values: Float64Array }>;
+
+export interface ReferenceOutput {
+  /** [seq][vocab] */
+  logits: Float64Array[];
+  /** [L + 1][seq][hidden]: embeddings, outputs of layers 1..L-1, then the final norm of layer L's output. */
+  hiddenStates: Float64Array[][];
+}
+
+interface Dimensions {
+  hidden: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  eps: number;
+  ropeTheta: number;
+  /** Linear rope scaling divides positions by its factor. */
+  ropeFactor: number;
+  tied: boolean;
+  qkvBias: boolean;
+  outputBias: boolean;
+}
+
+function fail(message: string): never {
+  throw new DeepGuardError("ERR_REFERENCE", `reference forward: ${message}`);
+}
+
+function positiveNumber(config: Record<string, unknown>, key: string): number {
+  const value = config[key];
+  if (typeof value !== "number" || !(value > 0))
+    fail(`config.${key} must be a positive number, got ${JSON.stringify(value)}`);
+  return value;
+}
+
+function ropeFactor(scaling: unknown): number {
+  if (scaling === null || scaling === undefined) return 1;
+  const { type, rope_type: ropeType, factor } = scaling as Record<string, unknown>;
+  if ((ropeType ?? type) !== "linear") fail(`rope_scaling ${JSON.stringify(scaling)} is not supported (only linear)`);
+  if (typeof factor !== "number" || !(factor > 0))
+    fail(`rope_scaling.factor must be positive, got ${JSON.stringify(factor)}`);
+  return factor;
+}
+
+function dimensions(config: Record<string, unknown>): Dimensions {
+  const hidden = positiveNumber(config, "hidden_size");
+  const heads = positiveNumber(config, "num_attention_heads");
+  const kvHeads = positiveNumber(config, "num_key_value_heads");
+  if (heads % kvHeads !== 0) fail(`num_attention_heads ${heads} is not a multiple of num_key_value_heads ${kvHeads}`);
+  const isQwen2 = config.model_type === "qwen2";
+  if (!isQwen2 && config.model_type !== "llama")
+    fail(`model_type ${JSON.stringify(config.model_type)} is not llama or qwen2`);
+  return {
+    hidden,
+    layers: positiveNumber(config, "num_hidden_layers"),
+    heads,
+    kvHeads,
+    // modeling_llama: getattr(config, "head_dim", hidden_size // num_attention_heads)
+    headDim: config.head_dim == null ? hidden / heads : positiveNumber(config, "head_dim"),
+    eps: positiveNumber(config, "rms_norm_eps"),
+    ropeTheta: positiveNumber(config, "rope_theta"),
+    ropeFactor: ropeFactor(config.rope_scaling),
+    tied: config.tie_word_embeddings === true,
+    // Qwen2 always has q/k/v biases; Llama's attention_bias adds them to q, k, v and o.
+    qkvBias: isQwen2 || config.attention_bias === true,
+    outputBias: !isQwen2 && config.attention_bias === true,
+  };
+}
+
+function tensor(weights: ReferenceWeights, name: string, shape: number[]): Float64Array {
+  const entry = weights.get(name);
+  if (!entry) fail(`missing tensor ${name}`);
+  if (entry.shape.join(",") !== shape.join(",")) fail(`${name} has shape [${entry.shape}], expected [${shape}]`);
+  return entry.values;
+}
+
+/** y = W x + b with W stored [out, in], as nn.Linear. */
+function linear(w: Float64Array, x: Float64Array, out: number, bias?: Float64Array): Float64Array {
+  const inDim = x.length;
+  const y = new Float64Array(out);
+  for (let o = 0; o < out; o++) {
+    let sum = bias ? bias[o] : 0;
+    for (let i = 0; i < inDim; i++) sum += w[o * inDim + i] * x[i];
+    y[o] = sum;
+  }
+  return y;
+}
+
+function rmsNorm(x: Float64Array, weight: Float64Array, eps: number): Float64Array {
+  let meanSquare = 0;
+  for (const v of x) meanSquare += v * v;
+  const scale = 1 / Math.sqrt(meanSquare / x.length + eps);
+  return x.map((v, i) => v * scale * weight[i]);
+}
+
+const silu = (v: number) => v / (1 + Math.exp(-v));
+
+/**
+ * Rotary embedding of one head vector in rotate-half form:
+ * out = x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1],
+ * angle_i = (position / factor) * theta^(-2i/d) for i < d/2.
+ */
+export function applyRope(x: Float64Array, position: number, theta: number, factor = 1): Float64Array {
+  const half = x.length / 2;
+  const out = new Float64Array(x.length);
+  for (let i = 0; i < half; i++) {
+    const angle = (position / factor) * theta ** (-(2 * i) / x.length);
+    const cos = Math.cos(angle);
+    const sin = Math.sin(angle);
+    out[i] = x[i] * cos - x[i + half] * sin;
+    out[i + half] = x[i + half] * cos + x[i] * sin;
+  }
+  return out;
+}
+
+function ropeHeads(x: Float64Array, heads: number, headDim: number, position: number, d: Dimensions): Float64Array {
+  const out = new Float64Array(x.length);
+  for (let h = 0; h < heads; h++) {
+    const slice = x.subarray(h * headDim, (h + 1) * headDim);
+    out.set(applyRope(slice, position, d.ropeTheta, d.ropeFactor), h * headDim);
+  }
+  return out;
+}
+
+/** Causal softmax(q.k / sqrt(d)) v per query head; query head h reads kv head h / (heads / kvHeads), as repeat_kv. */
+function attention(q: Float64Array[], k: Float64Array[], v: Float64Array[], d: Dimensions): Float64Array[] {
+  const group = d.heads / d.kvHeads;
+  const scale = 1 / Math.sqrt(d.headDim);
+  return q.map((qt, t) => {
+    const out = new Float64Array(d.heads * d.headDim);
+    for (let h = 0; h < d.heads; h++) {
+      const qOff = h * d.headDim;
+      const kvOff = Math.floor(h / group) * d.headDim;
+      const scores = new Float64Array(t + 1);
+      for (let s = 0; s <= t; s++) {
+        let dot = 0;
+        for (let i = 0; i < d.headDim; i++) dot += qt[qOff + i] * k[s][kvOff + i];
+        scores[s] = dot * scale;
+      }
+      const max = scores.reduce((a, b) => Math.max(a, b), -Infinity);
+      let total = 0;
+      for (let s = 0; s <= t; s++) total += scores[s] = Math.exp(scores[s] - max);
+      for (let s = 0; s <= t; s++) {
+        const p = scores[s] / total;
+        for (let i = 0; i < d.headDim; i++) out[qOff + i] += p * v[s][kvOff + i];
+      }
+    }
+    return out;
+  });
+}
+
+function decoderLayer(
+  hidden: Float64Array[],
+  weights: ReferenceWeights,
+  layer: number,
+  d: Dimensions,
+  intermediate: number,
+): void {
+  const p = `model.layers.${layer}`;
+  const qDim = d.heads * d.headDim;
+  const kvDim = d.kvHeads * d.headDim;
+  const bias = (name: string, size: number) =>
+    d.qkvBias ? tensor(weights, `${p}.self_attn.${name}.bias`, [size]) : undefined;
+  const wq = tensor(weights, `${p}.self_attn.q_proj.weight`, [qDim, d.hidden]);
+  const wk = tensor(weights, `${p}.self_attn.k_proj.weight`, [kvDim, d.hidden]);
+  const wv = tensor(weights, `${p}.self_attn.v_proj.weight`, [kvDim, d.hidden]);
+  const wo = tensor(weights, `${p}.self_attn.o_proj.weight`, [d.hidden, qDim]);
+  const bq = bias("q_proj", qDim);
+  const bk = bias("k_proj", kvDim);
+  const bv = bias("v_proj", kvDim);
+  const bo = d.outputBias ? tensor(weights, `${p}.self_attn.o_proj.bias`, [d.hidden]) : undefined;
+  const inputNorm = tensor(weights, `${p}.input_layernorm.weight`, [d.hidden]);
+  const postNorm = tensor(weights, `${p}.post_attention_layernorm.weight`, [d.hidden]);
+  const gate = tensor(weights, `${p}.mlp.gate_proj.weight`, [intermediate, d.hidden]);
+  const up = tensor(weights, `${p}.mlp.up_proj.weight`, [intermediate, d.hidden]);
+  const down = tensor(weights, `${p}.mlp.down_proj.weight`, [d.hidden, intermediate]);
+
+  const normed = hidden.map((x) => rmsNorm(x, inputNorm, d.eps));
+  const q = normed.map((x, t) => ropeHeads(linear(wq, x, qDim, bq), d.heads, d.headDim, t, d));
+  const k = normed.map((x, t) => ropeHeads(linear(wk, x, kvDim, bk), d.kvHeads, d.headDim, t, d));
+  const v = normed.map((x) => linear(wv, x, kvDim, bv));
+  attention(q, k, v, d).forEach((a, t) => addInPlace(hidden[t], linear(wo, a, d.hidden, bo)));
+
+  for (const x of hidden) {
+    const y = rmsNorm(x, postNorm, d.eps);
+    const g = linear(gate, y, intermediate);
+    const u = linear(up, y, intermediate);
+    addInPlace(
+      x,
+      linear(
+        down,
+        g.map((gi, i) => silu(gi) * u[i]),
+        d.hidden,
+      ),
+    );
+  }
+}
+
+function addInPlace(x: Float64Array, delta: Float64Array): void {
+  for (let i = 0; i < x.length; i++) x[i] += delta[i];
+}
+
+export function referenceForward(
+  config: Record<string, unknown>,
+  weights: ReferenceWeights,
+  ids: number[],
+): ReferenceOutput {
+  const d = dimensions(config);
+  const vocab = positiveNumber(config, "vocab_size");
+  const intermediate = positiveNumber(config, "intermediate_size");
+  const embed = tensor(weights, "model.embed_tokens.weight", [vocab, d.hidden]);
+  // Tied: lm_head shares embed_tokens and any stored lm_head.weight is ignored, as in HF.
+  const lmHead = d.tied ? embed : tensor(weights, "lm_head.weight", [vocab, d.hidden]);
+  const finalNorm = tensor(weights, "model.norm.weight", [d.hidden]);
+
+  const hidden = ids.map((id) => {
+    if (!Number.isInteger(id) || id < 0 || id >= vocab) fail(`token id ${id} is outside [0, ${vocab})`);
+    return embed.slice(id * d.hidden, (id + 1) * d.hidden);
+  });
+  const hiddenStates: Float64Array[][] = [hidden.map((x) => x.slice())];
+  for (let layer = 0; layer < d.layers; layer++) {
+    decoderLayer(hidden, weights, layer, d, intermediate);
+    if (layer < d.layers - 1) hiddenStates.push(hidden.map((x) => x.slice()));
+  }
+  const final = hidden.map((x) => rmsNorm(x, finalNorm, d.eps));
+  hiddenStates.push(final);
+  return { logits: final.map((x) => linear(lmHead, x, vocab)), hiddenStates };
+}
