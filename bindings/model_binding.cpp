@@ -78,22 +78,34 @@ class NativeSession : public Napi::ObjectWrap<NativeSession> {
     return DefineClass(env, "NativeSession",
                        {InstanceAccessor<&NativeSession::Length>("length"),
                         InstanceAccessor<&NativeSession::CacheBytes>("cacheBytes"),
-                        InstanceMethod<&NativeSession::Truncate>("truncate")});
+                        InstanceMethod<&NativeSession::Truncate>("truncate"),
+                        InstanceMethod<&NativeSession::Dispose>("dispose")});
   }
   explicit NativeSession(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeSession>(info) {}
 
-  std::shared_ptr<Transformer> model;
+  // The live session; throws ERR_DISPOSED after dispose().
+  const std::shared_ptr<Session>& get(Napi::Env env) const {
+    if (!session) ThrowCoded(env, "ERR_DISPOSED", "this session has been disposed");
+    return session;
+  }
+
   std::shared_ptr<Session> session;
 
  private:
-  Napi::Value Length(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(session->length())); }
+  Napi::Value Length(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), session ? double(session->length()) : 0.0);
+  }
   Napi::Value CacheBytes(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), double(session->cache_bytes()));
+    return Napi::Number::New(info.Env(), session ? double(session->cache_bytes()) : 0.0);
   }
   void Truncate(const Napi::CallbackInfo& info) {
     if (info.Length() < 1 || !info[0].IsNumber()) ThrowCoded(info.Env(), "ERR_ARGUMENT", "truncate(n) needs a number");
-    Guarded(info.Env(), [&] { session->truncate(info[0].As<Napi::Number>().Int64Value()); });
+    const auto& s = get(info.Env());
+    Guarded(info.Env(), [&] { s->truncate(info[0].As<Napi::Number>().Int64Value()); });
   }
+  // Frees the KV cache now rather than at garbage collection; a step still in
+  // flight keeps its own reference and finishes normally.
+  void Dispose(const Napi::CallbackInfo&) { session.reset(); }
 };
 Napi::FunctionReference NativeSession::ctor;
 
@@ -149,9 +161,9 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
  private:
   Napi::Value CreateSession(const Napi::CallbackInfo&) {
     Napi::Object obj = NativeSession::ctor.New({});
-    NativeSession* s = NativeSession::Unwrap(obj);
-    s->model = model;
-    s->session = std::make_shared<Session>(*model);
+    // The session holds the model alive: a Session only points at its Transformer.
+    std::shared_ptr<Transformer> m = model;
+    NativeSession::Unwrap(obj)->session = std::shared_ptr<Session>(new Session(*m), [m](Session* p) { delete p; });
     return obj;
   }
 
@@ -171,7 +183,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       if (!tv.IsTypedArray() || tv.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
         ThrowCoded(env, "ERR_ARGUMENT", "step: tokens[" + std::to_string(i) + "] must be an Int32Array");
       Napi::Int32Array arr = tv.As<Napi::Int32Array>();
-      w->sessions.push_back(NativeSession::Unwrap(sv.As<Napi::Object>())->session);
+      w->sessions.push_back(NativeSession::Unwrap(sv.As<Napi::Object>())->get(env));
       w->tokens.emplace_back(arr.Data(), arr.Data() + arr.ElementLength());
     }
     Napi::Object o = info[2].As<Napi::Object>();

@@ -143,6 +143,8 @@ class StopMatcher {
   }
 }
 
+const PREFILL_CHUNK = 512;
+
 /**
  * Prefills `prompt` into `session` and samples up to maxTokens new tokens,
  * yielding text as it becomes final. Returns the full result.
@@ -163,7 +165,11 @@ export async function* generateTokens(
   let out = "";
   let finishReason: FinishReason = "maxTokens";
 
-  let step = await session.eval(prompt, { logits: "last", signal });
+  // Prefill in chunks so that an abort takes effect between them on long prompts.
+  let step = await session.eval(prompt.subarray(0, PREFILL_CHUNK), { logits: "last", signal });
+  for (let i = PREFILL_CHUNK; i < prompt.length; i += PREFILL_CHUNK) {
+    step = await session.eval(prompt.subarray(i, i + PREFILL_CHUNK), { logits: "last", signal });
+  }
   while (tokens.length < opts.maxTokens) {
     signal?.throwIfAborted();
     const token = native().sampleToken(step.logits.row(0), params, rng.nextDouble());

@@ -151,7 +151,12 @@ export class Model {
   async *generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): AsyncGenerator<GenerationChunk, GenerationResult> {
     const opts = resolveGenerateOptions(options);
     const ids = this.#toIds(prompt);
-    return yield* generateTokens(this.createSession(), ids, this.tokenizer, this.#eos, opts);
+    const session = this.createSession();
+    try {
+      return yield* generateTokens(session, ids, this.tokenizer, this.#eos, opts);
+    } finally {
+      session.dispose(); // also when the consumer breaks out of the loop early
+    }
   }
 
   /** generate() collected into one result. */

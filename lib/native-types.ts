@@ -31,6 +31,7 @@ export interface NativeSession {
   readonly length: number;
   readonly cacheBytes: number;
   truncate(n: number): void;
+  dispose(): void;
 }
 
 export interface NativeStepResult {

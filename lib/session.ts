@@ -106,6 +106,11 @@ export class ModelSession {
     return result;
   }
 
+  /** Frees the KV cache now (otherwise it goes with garbage collection); later calls throw ERR_DISPOSED. */
+  dispose(): void {
+    this.native.dispose();
+  }
+
   /** Forgets every position >= n, e.g. to reuse a shared prompt. */
   async truncate(n: number): Promise<void> {
     const release = await this.queue.acquire();

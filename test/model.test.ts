@@ -90,6 +90,19 @@ test("truncate rewinds a session so a shared prompt can be re-used", async () =>
   await expectError(() => session.truncate(99), "ERR_ARGUMENT", /truncate\(99\)/);
 });
 
+test("dispose frees the KV cache; a disposed session refuses work", async () => {
+  const spec = tinySpecs()["qwen2-f32-gqa-tied"];
+  const { model } = await load("dispose", spec);
+  const session = model.createSession();
+  await session.eval([1, 2, 3]);
+  assert.ok(session.cacheBytes > 0);
+  session.dispose();
+  assert.is(session.cacheBytes, 0);
+  await expectError(() => session.eval([4]), "ERR_DISPOSED", /disposed/);
+  await expectError(() => model.evalBatch([{ session, tokens: [4] }]), "ERR_DISPOSED");
+  session.dispose(); // idempotent
+});
+
 test("a sharded checkpoint equals the unsharded one bit for bit", async () => {
   const spec = tinySpecs()["llama-f32-untied-mha"];
   const one = await load("unsharded", { ...spec, shards: undefined });
