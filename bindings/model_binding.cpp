@@ -28,6 +28,39 @@ bool ParseDType(const std::string& s, dg::DType* out) {
   return true;
 }
 
+// files: string[] -> paths.
+std::vector<std::string> ParseStrings(Napi::Env env, const Napi::Array& a, const char* what) {
+  std::vector<std::string> out;
+  for (uint32_t i = 0; i < a.Length(); ++i) {
+    if (!a.Get(i).IsString()) ThrowCoded(env, "ERR_ARGUMENT", std::string(what) + " must be strings");
+    out.push_back(a.Get(i).As<Napi::String>().Utf8Value());
+  }
+  return out;
+}
+
+// tensors: {name, file, dtype, shape, offset, length}[] as lib/checkpoint.ts builds them.
+std::vector<dg::TensorRef> ParseTensors(Napi::Env env, const Napi::Array& ta) {
+  std::vector<dg::TensorRef> tensors;
+  for (uint32_t i = 0; i < ta.Length(); ++i) {
+    if (!ta.Get(i).IsObject()) ThrowCoded(env, "ERR_ARGUMENT", "tensors must be objects");
+    Napi::Object t = ta.Get(i).As<Napi::Object>();
+    dg::TensorRef r;
+    r.name = StringField(t, "name");
+    r.file = int32_t(IntField(t, "file"));
+    r.offset = uint64_t(IntField(t, "offset"));
+    r.length = uint64_t(IntField(t, "length"));
+    Napi::Value shape = t.Get("shape");
+    if (!shape.IsArray()) ThrowCoded(env, "ERR_ARGUMENT", r.name + ": shape must be an array");
+    Napi::Array sa = shape.As<Napi::Array>();
+    for (uint32_t j = 0; j < sa.Length(); ++j) r.shape.push_back(sa.Get(j).As<Napi::Number>().Int64Value());
+    // Tensors the model does not use may have any dtype; bound ones are checked at load.
+    const std::string dtype = StringField(t, "dtype");
+    if (!ParseDType(dtype, &r.dtype)) r.unsupported_dtype = dtype;
+    tensors.push_back(std::move(r));
+  }
+  return tensors;
+}
+
 dg::ModelConfig ParseConfig(const Napi::Object& o) {
   dg::ModelConfig c;
   c.architecture = StringField(o, "architecture");
@@ -146,6 +179,26 @@ class StepWorker : public CodedWorker {
   std::vector<dg::SegmentOutput> out_;
 };
 
+class AdapterWorker : public CodedWorker {
+ public:
+  AdapterWorker(Napi::Env env, std::shared_ptr<Transformer> model, dg::LoraSpec spec, std::vector<std::string> files,
+                std::vector<dg::TensorRef> tensors)
+      : CodedWorker(env), model_(std::move(model)), spec_(std::move(spec)), files_(std::move(files)),
+        tensors_(std::move(tensors)) {}
+
+ protected:
+  void Compute() override {
+    model_->set_adapter(std::make_shared<const dg::LoraAdapter>(dg::load_lora(model_->config(), spec_, files_, tensors_)));
+  }
+  Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
+
+ private:
+  std::shared_ptr<Transformer> model_;
+  dg::LoraSpec spec_;
+  std::vector<std::string> files_;
+  std::vector<dg::TensorRef> tensors_;
+};
+
 class NativeModel : public Napi::ObjectWrap<NativeModel> {
  public:
   static Napi::FunctionReference ctor;
@@ -153,6 +206,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     return DefineClass(env, "NativeModel",
                        {InstanceMethod<&NativeModel::CreateSession>("createSession"),
                         InstanceMethod<&NativeModel::Step>("step"),
+                        InstanceMethod<&NativeModel::LoadAdapter>("loadAdapter"),
+                        InstanceMethod<&NativeModel::UnloadAdapter>("unloadAdapter"),
                         InstanceMethod<&NativeModel::Info>("info")});
   }
   explicit NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info) {}
@@ -192,6 +247,11 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     else if (mode == "last") w->opts.logits = dg::LogitsMode::Last;
     else if (mode == "all") w->opts.logits = dg::LogitsMode::All;
     else ThrowCoded(env, "ERR_ARGUMENT", "step: logits must be \"none\", \"last\" or \"all\"");
+    Napi::Value adapter = o.Get("adapter");
+    if (!adapter.IsUndefined()) {
+      if (!adapter.IsBoolean()) ThrowCoded(env, "ERR_ARGUMENT", "step: adapter must be a boolean");
+      w->opts.use_adapter = adapter.As<Napi::Boolean>().Value();
+    }
     Napi::Value cap = o.Get("capture");
     if (!cap.IsArray()) ThrowCoded(env, "ERR_ARGUMENT", "step: capture must be an array of layer indices");
     Napi::Array ca = cap.As<Napi::Array>();
@@ -205,12 +265,39 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     return p;
   }
 
+  // loadAdapter({rank, scale, targets: string[], layers: number[]}, files, tensors) -> Promise<void>
+  Napi::Value LoadAdapter(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = ArgObject(info, 0, "adapter spec");
+    if (info.Length() < 3 || !info[1].IsArray() || !info[2].IsArray())
+      ThrowCoded(env, "ERR_ARGUMENT", "loadAdapter(spec, files[], tensors[])");
+    dg::LoraSpec spec;
+    spec.rank = IntField(o, "rank");
+    spec.scale = float(NumberField(o, "scale"));
+    Napi::Value targets = o.Get("targets"), layers = o.Get("layers");
+    if (!targets.IsArray() || !layers.IsArray()) ThrowCoded(env, "ERR_ARGUMENT", "adapter spec needs targets[] and layers[]");
+    for (const std::string& name : ParseStrings(env, targets.As<Napi::Array>(), "targets")) {
+      dg::Projection p;
+      if (!dg::parse_projection(name, &p)) ThrowCoded(env, "ERR_ADAPTER", "unknown LoRA target module " + name);
+      spec.targets.push_back(p);
+    }
+    Napi::Array la = layers.As<Napi::Array>();
+    for (uint32_t i = 0; i < la.Length(); ++i) spec.layers.push_back(la.Get(i).As<Napi::Number>().Int64Value());
+    auto* w = new AdapterWorker(env, model, std::move(spec), ParseStrings(env, info[1].As<Napi::Array>(), "files"),
+                                ParseTensors(env, info[2].As<Napi::Array>()));
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  }
+
+  void UnloadAdapter(const Napi::CallbackInfo&) { model->set_adapter(nullptr); }
+
   Napi::Value Info(const Napi::CallbackInfo& info) {
     Napi::Object o = Napi::Object::New(info.Env());
     const dg::ModelWeights& w = model->weights();
     uint64_t mapped = 0;
-    for (const auto& f : w.files) mapped += f->size();
-    o.Set("parameterCount", double(w.parameter_count));
+    for (const auto& f : w.storage.files) mapped += f->size();
+    o.Set("parameterCount", double(w.storage.elements));
     o.Set("mappedBytes", double(mapped));
     return o;
   }
@@ -229,31 +316,8 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   dg::ModelConfig cfg = ParseConfig(ArgObject(info, 0, "config"));
   if (info.Length() < 3 || !info[1].IsArray() || !info[2].IsArray())
     ThrowCoded(env, "ERR_ARGUMENT", "loadModel(config, files[], tensors[])");
-  std::vector<std::string> files;
-  Napi::Array fa = info[1].As<Napi::Array>();
-  for (uint32_t i = 0; i < fa.Length(); ++i) {
-    if (!fa.Get(i).IsString()) ThrowCoded(env, "ERR_ARGUMENT", "loadModel: files must be strings");
-    files.push_back(fa.Get(i).As<Napi::String>().Utf8Value());
-  }
-  std::vector<dg::TensorRef> tensors;
-  Napi::Array ta = info[2].As<Napi::Array>();
-  for (uint32_t i = 0; i < ta.Length(); ++i) {
-    if (!ta.Get(i).IsObject()) ThrowCoded(env, "ERR_ARGUMENT", "loadModel: tensors must be objects");
-    Napi::Object t = ta.Get(i).As<Napi::Object>();
-    dg::TensorRef r;
-    r.name = StringField(t, "name");
-    r.file = int32_t(IntField(t, "file"));
-    r.offset = uint64_t(IntField(t, "offset"));
-    r.length = uint64_t(IntField(t, "length"));
-    Napi::Value shape = t.Get("shape");
-    if (!shape.IsArray()) ThrowCoded(env, "ERR_ARGUMENT", r.name + ": shape must be an array");
-    Napi::Array sa = shape.As<Napi::Array>();
-    for (uint32_t j = 0; j < sa.Length(); ++j) r.shape.push_back(sa.Get(j).As<Napi::Number>().Int64Value());
-    // Tensors the model does not use may have any dtype; bound ones are checked at load.
-    const std::string dtype = StringField(t, "dtype");
-    if (!ParseDType(dtype, &r.dtype)) r.unsupported_dtype = dtype;
-    tensors.push_back(std::move(r));
-  }
+  std::vector<std::string> files = ParseStrings(env, info[1].As<Napi::Array>(), "files");
+  std::vector<dg::TensorRef> tensors = ParseTensors(env, info[2].As<Napi::Array>());
   auto* w = new LoadWorker(env, std::move(cfg), std::move(files), std::move(tensors), NativeModel::ctor.Value());
   Napi::Promise p = w->Promise();
   w->Queue();

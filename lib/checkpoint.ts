@@ -25,7 +25,7 @@ const indexSchema = z.object({
   weight_map: z.record(z.string(), z.string().min(1)),
 });
 
-async function exists(path: string): Promise<boolean> {
+export async function exists(path: string): Promise<boolean> {
   try {
     await access(path);
     return true;
@@ -58,6 +58,17 @@ async function readIndex(dir: string, indexPath: string): Promise<Map<string, st
   return map;
 }
 
+/** The native loader's view of parsed headers: absolute offsets, file = index into headers. */
+export function tensorTable(headers: readonly SafetensorsHeader[]): NativeTensorRef[] {
+  const out: NativeTensorRef[] = [];
+  headers.forEach((h, file) => {
+    for (const t of h.tensors.values()) {
+      out.push({ name: t.name, file, dtype: t.dtype, shape: t.shape, offset: h.dataOffset + t.begin, length: t.end - t.begin });
+    }
+  });
+  return out;
+}
+
 export async function locateCheckpoint(dir: string): Promise<CheckpointFiles> {
   const single = join(dir, "model.safetensors");
   const indexPath = join(dir, "model.safetensors.index.json");
@@ -81,27 +92,27 @@ export async function locateCheckpoint(dir: string): Promise<CheckpointFiles> {
     throw new DeepGuardError("ERR_CHECKPOINT", `${dir} has neither model.safetensors nor model.safetensors.index.json${hint}`);
   }
 
-  const tensors: NativeTensorRef[] = [];
-  const bytesByDtype = new Map<string, number>();
-  let totalBytes = 0;
-  headers.forEach((h, file) => {
-    for (const t of h.tensors.values()) {
-      if (owner) {
-        const expected = owner.get(t.name);
+  if (owner) {
+    for (const h of headers) {
+      for (const name of h.tensors.keys()) {
+        const expected = owner.get(name);
         // A tensor the index does not list, or lists in another shard, would be ambiguous.
         if (expected !== h.path) {
           throw new DeepGuardError(
             "ERR_CHECKPOINT",
-            `${t.name} is stored in ${h.path} but the index ${expected ? `puts it in ${expected}` : "does not list it"}`,
+            `${name} is stored in ${h.path} but the index ${expected ? `puts it in ${expected}` : "does not list it"}`,
           );
         }
       }
-      const length = t.end - t.begin;
-      tensors.push({ name: t.name, file, dtype: t.dtype, shape: t.shape, offset: h.dataOffset + t.begin, length });
-      bytesByDtype.set(t.dtype, (bytesByDtype.get(t.dtype) ?? 0) + length);
-      totalBytes += length;
     }
-  });
+  }
+  const tensors = tensorTable(headers);
+  const bytesByDtype = new Map<string, number>();
+  let totalBytes = 0;
+  for (const t of tensors) {
+    bytesByDtype.set(t.dtype, (bytesByDtype.get(t.dtype) ?? 0) + t.length);
+    totalBytes += t.length;
+  }
   if (owner) {
     const found = new Set(tensors.map((t) => t.name));
     for (const [name, file] of owner) {

@@ -10,4 +10,5 @@ export {
 } from "./generate.js";
 export { parseModelConfig, readModelConfig, SUPPORTED_ARCHITECTURES, type ModelConfig, type Architecture } from "./config.js";
 export { Matrix } from "./tensor.js";
+export { LORA_TARGETS, type AdapterInfo, type LoraTarget } from "./adapter.js";
 export { DeepGuardError } from "./errors.js";

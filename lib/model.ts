@@ -8,6 +8,7 @@
  */
 import { stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
+import { readAdapter, type AdapterInfo } from "./adapter.js";
 import { locateCheckpoint } from "./checkpoint.js";
 import { readModelConfig, toNativeConfig, type ModelConfig } from "./config.js";
 import { DeepGuardError, wrapNativeError } from "./errors.js";
@@ -61,6 +62,7 @@ export class Model {
   readonly info: ModelInfo;
   readonly #engine: NativeModel;
   readonly #eos: ReadonlySet<number>;
+  #adapter: AdapterInfo | null = null;
 
   private constructor(config: ModelConfig, tokenizer: Tokenizer | null, engine: NativeModel, info: ModelInfo) {
     this.config = config;
@@ -109,6 +111,37 @@ export class Model {
       tokenizer: tokenizer !== null,
     };
     return new Model(config, tokenizer, engine, info);
+  }
+
+  /** The attached LoRA adapter, if any. */
+  get adapter(): AdapterInfo | null {
+    return this.#adapter;
+  }
+
+  /**
+   * Attaches a PEFT LoRA adapter directory, replacing any previous one. Steps
+   * already running finish with the adapter they started with.
+   */
+  async loadAdapter(directory: string): Promise<AdapterInfo> {
+    if (typeof directory !== "string" || directory.length === 0) {
+      throw new DeepGuardError("ERR_ARGUMENT", "loadAdapter needs an adapter directory path");
+    }
+    const { info, files, tensors } = await readAdapter(directory, this.config);
+    const spec = { rank: info.rank, scale: info.scale, targets: info.targets, layers: info.layers };
+    try {
+      await this.#engine.loadAdapter(spec, files, tensors);
+    } catch (err) {
+      const e = wrapNativeError(err);
+      throw new DeepGuardError((e as DeepGuardError).code, `${info.directory}: ${e.message}`, { cause: err });
+    }
+    this.#adapter = info;
+    return info;
+  }
+
+  /** Detaches the adapter: the base model again. */
+  unloadAdapter(): void {
+    this.#engine.unloadAdapter();
+    this.#adapter = null;
   }
 
   /** The tokenizer, or a clear error when the checkpoint has none. */

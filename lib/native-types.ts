@@ -44,9 +44,15 @@ export interface NativeModel {
   step(
     sessions: NativeSession[],
     tokens: Int32Array[],
-    options: { logits: "none" | "last" | "all"; capture: number[] },
+    options: { logits: "none" | "last" | "all"; capture: number[]; adapter?: boolean },
   ): Promise<NativeStepResult>;
   info(): { parameterCount: number; mappedBytes: number };
+  loadAdapter(
+    spec: { rank: number; scale: number; targets: string[]; layers: number[] },
+    files: string[],
+    tensors: NativeTensorRef[],
+  ): Promise<void>;
+  unloadAdapter(): void;
 }
 
 export interface NativeSamplingParams {

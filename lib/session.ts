@@ -14,6 +14,8 @@ export interface EvalOptions {
   /** Logits for every new token, only the last one (default), or none. */
   logits?: "all" | "last" | "none";
   hiddenStates?: HiddenStateSelection;
+  /** Apply the model's LoRA adapter, when one is loaded (default true); false gives the base model. */
+  adapter?: boolean;
   signal?: AbortSignal;
 }
 
@@ -138,6 +140,8 @@ export async function evalBatch(
     throw new DeepGuardError("ERR_ARGUMENT", `logits must be "all", "last" or "none", got ${String(logits)}`);
   }
   const capture = resolveHiddenStates(options.hiddenStates, shape.numLayers);
+  const adapter = options.adapter ?? true;
+  if (typeof adapter !== "boolean") throw new DeepGuardError("ERR_ARGUMENT", `adapter must be a boolean, got ${String(adapter)}`);
   if (items.length === 0) throw new DeepGuardError("ERR_ARGUMENT", "evalBatch needs at least one session");
   if (new Set(items.map((i) => i.session)).size !== items.length) {
     throw new DeepGuardError("ERR_ARGUMENT", "a session appears twice in one batch");
@@ -152,7 +156,7 @@ export async function evalBatch(
     options.signal?.throwIfAborted();
     let out;
     try {
-      out = await engine.step(items.map((i) => i.session.native), tokens, { logits, capture });
+      out = await engine.step(items.map((i) => i.session.native), tokens, { logits, capture, adapter });
     } catch (err) {
       throw wrapNativeError(err);
     }

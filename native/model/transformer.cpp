@@ -74,6 +74,7 @@ std::vector<SegmentOutput> Transformer::step(const std::vector<StepSegment>& seg
   }
   BusyGuard busy;
   for (const auto& seg : segs) busy.acquire(seg.session->busy_);
+  const std::shared_ptr<const LoraAdapter> adapter = opts.use_adapter ? this->adapter() : nullptr;
 
   std::vector<SegmentOutput> out(segs.size());
   for (size_t s = 0; s < segs.size(); ++s) {
@@ -90,7 +91,7 @@ std::vector<SegmentOutput> Transformer::step(const std::vector<StepSegment>& seg
     for (int64_t r0 = 0; r0 < segs[s].n; r0 += kMaxRowsPerPass) {
       const int64_t n = std::min(kMaxRowsPerPass, segs[s].n - r0);
       if (pass_rows + n > kMaxRowsPerPass) {
-        run_pass(segs, pass, opts, out);
+        run_pass(segs, pass, opts, adapter.get(), out);
         pass.clear();
         pass_rows = 0;
       }
@@ -98,12 +99,13 @@ std::vector<SegmentOutput> Transformer::step(const std::vector<StepSegment>& seg
       pass_rows += n;
     }
   }
-  run_pass(segs, pass, opts, out);
+  run_pass(segs, pass, opts, adapter.get(), out);
   return out;
 }
 
 void Transformer::run_pass(const std::vector<StepSegment>& segs, const std::vector<Piece>& pieces,
-                           const StepOptions& opts, std::vector<SegmentOutput>& out) const {
+                           const StepOptions& opts, const LoraAdapter* adapter,
+                           std::vector<SegmentOutput>& out) const {
   ThreadPool& pool = ThreadPool::global();
   const ModelConfig& c = cfg_;
   const int64_t d = c.hidden, hd = c.head_dim, half = hd / 2;
@@ -147,6 +149,18 @@ void Transformer::run_pass(const std::vector<StepSegment>& segs, const std::vect
     }
   };
 
+  // y (= or +=) x W^T + b, plus the adapter's scale * (x A^T) B^T for this projection.
+  std::vector<float> lora_tmp;
+  auto project = [&](float* y, const float* in, const Linear& lin, int64_t layer, Projection p, bool accumulate) {
+    linear_forward(y, in, lin.w, lin.bias_ptr(), R, pool, accumulate);
+    const LoraFactors* f = adapter ? adapter->factors(layer, p) : nullptr;
+    if (!f) return;
+    lora_tmp.resize(size_t(R * f->a.rows));
+    linear_forward(lora_tmp.data(), in, f->a, nullptr, R, pool);
+    for (float& t : lora_tmp) t *= adapter->spec.scale;
+    linear_forward(y, lora_tmp.data(), f->b, nullptr, R, pool, /*accumulate=*/true);
+  };
+
   embedding_forward(x.data(), tokens.data(), R, w_.embed);
   capture(0, x.data());
 
@@ -154,9 +168,9 @@ void Transformer::run_pass(const std::vector<StepSegment>& segs, const std::vect
     const LayerWeights& L = w_.layers[size_t(l)];
     // Attention block: x += o_proj(attn(rope(q), rope(k), v)) on rmsnorm(x).
     rmsnorm_forward(xn.data(), x.data(), L.input_norm.data(), R, d, c.rms_eps);
-    linear_forward(q.data(), xn.data(), L.q.w, L.q.bias_ptr(), R, pool);
-    linear_forward(k.data(), xn.data(), L.k.w, L.k.bias_ptr(), R, pool);
-    linear_forward(v.data(), xn.data(), L.v.w, L.v.bias_ptr(), R, pool);
+    project(q.data(), xn.data(), L.q, l, Projection::Q, false);
+    project(k.data(), xn.data(), L.k, l, Projection::K, false);
+    project(v.data(), xn.data(), L.v, l, Projection::V, false);
     rope_forward(q.data(), cos_t.data(), sin_t.data(), R, c.n_heads, hd);
     rope_forward(k.data(), cos_t.data(), sin_t.data(), R, c.n_kv_heads, hd);
     for (size_t p = 0; p < pieces.size(); ++p) {
@@ -165,14 +179,14 @@ void Transformer::run_pass(const std::vector<StepSegment>& segs, const std::vect
       attention_forward(att.data() + row0[p] * q_out, q.data() + row0[p] * q_out, cache.keys(l), cache.values(l),
                         cache.capacity(), pieces[p].n, pos0[p], c.n_heads, c.n_kv_heads, hd, pool);
     }
-    linear_forward(x.data(), att.data(), L.o.w, L.o.bias_ptr(), R, pool, /*accumulate=*/true);
+    project(x.data(), att.data(), L.o, l, Projection::O, /*accumulate=*/true);
 
     // MLP block: x += down(silu(gate(x)) * up(x)) on rmsnorm(x).
     rmsnorm_forward(xn.data(), x.data(), L.post_attention_norm.data(), R, d, c.rms_eps);
-    linear_forward(gate.data(), xn.data(), L.gate.w, L.gate.bias_ptr(), R, pool);
-    linear_forward(up.data(), xn.data(), L.up.w, L.up.bias_ptr(), R, pool);
+    project(gate.data(), xn.data(), L.gate, l, Projection::Gate, false);
+    project(up.data(), xn.data(), L.up, l, Projection::Up, false);
     swiglu_forward(gate.data(), gate.data(), up.data(), R * c.intermediate);
-    linear_forward(x.data(), gate.data(), L.down.w, L.down.bias_ptr(), R, pool, /*accumulate=*/true);
+    project(x.data(), gate.data(), L.down, l, Projection::Down, /*accumulate=*/true);
 
     if (l + 1 < c.n_layers) capture(int32_t(l + 1), x.data());
   }

@@ -9,10 +9,12 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "model/config.h"
 #include "model/kv_cache.h"
+#include "model/lora.h"
 #include "model/weights.h"
 
 namespace dg {
@@ -42,6 +44,7 @@ enum class LogitsMode { None, Last, All };
 struct StepOptions {
   LogitsMode logits = LogitsMode::Last;
   std::vector<int32_t> capture;  // hidden-state indices in [0, L], ascending, unique
+  bool use_adapter = true;        // apply the attached LoRA adapter, if any
 };
 
 struct StepSegment {
@@ -68,14 +71,20 @@ class Transformer {
 
   static constexpr int64_t kMaxRowsPerPass = 512;
 
+  // Attaches (or with nullptr detaches) a LoRA adapter. Safe while steps run:
+  // each step uses the adapter that was attached when it started.
+  void set_adapter(std::shared_ptr<const LoraAdapter> adapter) { std::atomic_store(&adapter_, std::move(adapter)); }
+  std::shared_ptr<const LoraAdapter> adapter() const { return std::atomic_load(&adapter_); }
+
  private:
   struct Piece { size_t segment; int64_t row0_in_segment; int64_t n; };
-  void run_pass(const std::vector<StepSegment>& segs, const std::vector<Piece>& pieces,
-                const StepOptions& opts, std::vector<SegmentOutput>& out) const;
+  void run_pass(const std::vector<StepSegment>& segs, const std::vector<Piece>& pieces, const StepOptions& opts,
+                const LoraAdapter* adapter, std::vector<SegmentOutput>& out) const;
 
   ModelConfig cfg_;
   ModelWeights w_;
   std::vector<float> inv_freq_;  // [head_dim / 2]
+  std::shared_ptr<const LoraAdapter> adapter_;  // accessed with std::atomic_load/store
 };
 
 }  // namespace dg

@@ -8,24 +8,13 @@
 #include <vector>
 
 #include "core/tensor.h"
-#include "io/mapped_file.h"
 #include "model/config.h"
+#include "model/tensor_binder.h"
 
 namespace dg {
 
-// One entry of a safetensors header, as validated by lib/io/safetensors.ts.
-struct TensorRef {
-  std::string name;
-  int32_t file = 0;         // index into the shard list
-  DType dtype = DType::F32;
-  std::string unsupported_dtype;  // non-empty: a dtype the kernels cannot read (e.g. "I64")
-  std::vector<int64_t> shape;
-  uint64_t offset = 0;      // absolute byte offset in the file
-  uint64_t length = 0;      // byte length
-};
-
-// A linear layer y = x W^T + b. LoRA factors will hang off this struct so that
-// every projection can carry an adapter without touching the call sites.
+// A linear layer y = x W^T + b. (LoRA factors live in a LoraAdapter, which can
+// be swapped or switched off per step without touching the frozen weights.)
 struct Linear {
   Matrix w;
   std::vector<float> bias;  // empty: no bias
@@ -43,9 +32,7 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;
   std::vector<float> final_norm;
   Matrix lm_head;  // == embed when tied
-  std::vector<std::shared_ptr<MappedFile>> files;
-  std::vector<std::unique_ptr<uint8_t[]>> realigned;  // copies of misaligned tensors
-  uint64_t parameter_count = 0;
+  TensorStorage storage;  // the mapped files the views above point into
 };
 
 ModelWeights load_weights(const ModelConfig& cfg, const std::vector<std::string>& files,
