@@ -57,6 +57,7 @@ export function tensorShapes(s: BenchShape): Map<string, number[]> {
 export async function ensureRandomCheckpoint(dir: string, shape: BenchShape, dtype: "F32" | "BF16"): Promise<string> {
   const done = join(dir, "model.safetensors");
   if (await stat(done).then(() => true, () => false)) return dir;
+  process.stderr.write(`creating a random ${dtype} checkpoint in ${dir} (once; cached for later runs)\n`);
   const tmp = `${dir}.tmp-${process.pid}`;
   await rm(tmp, { recursive: true, force: true });
   await mkdir(tmp, { recursive: true });

@@ -129,7 +129,8 @@ int ThreadPool::size() const { return impl_->n_threads; }
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain) {
   if (n <= 0) return;
   if (grain < 1) grain = 1;
-  int64_t n_chunks = std::min<int64_t>((n + grain - 1) / grain, impl_->n_threads);
+  // floor(n / grain) chunks, so every chunk has at least `grain` items.
+  int64_t n_chunks = std::min<int64_t>(n / grain, impl_->n_threads);
   if (n_chunks <= 1 || t_inside_pool) {
     fn(0, n);
     return;

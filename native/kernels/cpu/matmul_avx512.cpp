@@ -10,6 +10,9 @@ struct Avx512 {
   using vec = __m512;
   static constexpr int kLanes = 16;
   static constexpr int kTM = 6;  // 24 accumulators + 4 weights + 1 input of 32 zmm
+  // Widening BF16/F16 in registers costs nothing next to the FMAs here (measured
+  // on Zen 4: ~210 GFLOP/s at T = 16..512 with it, 170-200 with pre-widening).
+  static constexpr bool kPrewiden = false;
 
   static vec zero() { return _mm512_setzero_ps(); }
   static vec fmadd(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }

@@ -6,14 +6,16 @@
 // One micro-tile computes TM tokens x 4 weight rows: per step of V::kLanes
 // columns it loads 4 weight vectors (widened from the stored dtype) and TM input
 // vectors and issues 4*TM FMAs into separate accumulators, which are reduced
-// horizontally once at the end.
-//  - Few tokens (decode, T <= TM): weights are widened in registers straight
-//    from memory, so each weight byte is read exactly once per call.
-//  - Many tokens (prefill): a block of rows that fits in L2 is widened to f32
-//    once into a per-thread buffer and reused by every token tile.
+// horizontally once at the end. Rows are walked in blocks that fit in L2;
+// within a block, token tiles are the outer loop.
+// Weights are widened in registers straight from memory, so at few tokens
+// (decode) each weight byte is read from DRAM exactly once per call. With many
+// tokens (prefill), ISAs where that widening competes with the FMAs
+// (V::kPrewiden, AVX2) widen each 16-bit block to f32 once into a per-thread
+// buffer that every token tile then reuses.
 // BF16 is widened and FMA'd in f32 (not dpbf16, which would round activations).
 //
-// V provides: vec, kLanes, kTM, zero(), fmadd(a, b, c), reduce1(v) -> float,
+// V provides: vec, kLanes, kTM, kPrewiden, zero(), fmadd(a, b, c), reduce1(v) -> float,
 // reduce4(a, b, c, d) -> {sum a, sum b, sum c, sum d} as __m128,
 // load<D>(row_bytes, k) and load_part<D>(row_bytes, k, n) (first n lanes, rest 0)
 // for D in F32/F16/BF16, and store(dst, v) / store_part(dst, v, n) for f32.
@@ -133,15 +135,15 @@ void widen_rows(float* dst, const char* src, int64_t ldw, int64_t n, int64_t K) 
 
 // Rows [r0, r1) in blocks of ~384 KiB of f32 weights, which stay in a 1-2 MiB
 // L2 beside the input tile while every token tile passes over them. With more
-// than two token tiles, a 16-bit block is widened to f32 once up front instead
-// of in registers on every pass.
+// than two token tiles and V::kPrewiden, a 16-bit block is widened to f32 once
+// up front instead of in registers on every pass.
 template <class V, DType D>
 void linear_rows_blocked(const LinearJob& jb, int64_t r0, int64_t r1) {
   const int64_t K = jb.cols, ldw = K * elem_size(D);
   const char* w = static_cast<const char*>(jb.w);
   int64_t rb = (384 * 1024 / 4 / (K > 0 ? K : 1)) / kNR * kNR;
   rb = rb < kNR ? kNR : rb > 256 ? 256 : rb;
-  float* buf = D != DType::F32 && jb.T > 2 * V::kTM ? thread_scratch(rb * K) : nullptr;
+  float* buf = V::kPrewiden && D != DType::F32 && jb.T > 2 * V::kTM ? thread_scratch(rb * K) : nullptr;
   for (int64_t b0 = r0; b0 < r1; b0 += rb) {
     const int64_t b1 = r1 - b0 < rb ? r1 : b0 + rb;
     if (!buf) {

@@ -62,7 +62,8 @@ struct SamplingParams {
 // Picks one token from logits[vocab] (not modified) with the uniform draw u in [0, 1):
 // softmax(logits / temperature), keep the top_k most likely, then the smallest
 // prefix (by descending probability) whose mass reaches top_p, renormalize,
-// and invert the CDF at u. Deterministic for a given (logits, params, u).
+// and invert the CDF, taken in token-id order, at u. Deterministic for a given
+// (logits, params, u); tie and NaN/inf rules are spelled out in sampling.cpp.
 int32_t sample_token(const float* logits, int64_t vocab, const SamplingParams& p, double u);
 
 }  // namespace dg
