@@ -1,8 +1,11 @@
 // Causal grouped-query attention over the KV cache, one (query row, head) pair
 // at a time: scores = q.k / sqrt(hd), softmax with max subtraction, out = p.V.
+// The portable row kernel is here; attention_avx*.cpp vectorize the same math.
 #include <cmath>
 #include <vector>
 
+#include "core/cpu_features.h"
+#include "kernels/cpu/attention_impl.h"
 #include "kernels/cpu/ops.h"
 
 namespace dg {
@@ -19,8 +22,12 @@ float dot(const float* a, const float* b, int64_t n) {
 }
 
 // out[hd] = softmax(scale * q.K[0..n_ctx)) . V[0..n_ctx), using `scores` (n_ctx floats).
-void attend_one(float* out, const float* q, const float* k, const float* v, int64_t n_ctx, int64_t hd,
-                float scale, float* scores) {
+void attend_one(const detail::AttentionRow& a) {
+  float* out = a.out;
+  const float *q = a.q, *k = a.k, *v = a.v;
+  const int64_t n_ctx = a.n_ctx, hd = a.hd;
+  const float scale = a.scale;
+  float* scores = a.scores;
   float max_s = -INFINITY;
   for (int64_t j = 0; j < n_ctx; ++j) {
     scores[j] = dot(q, k + j * hd, hd) * scale;
@@ -41,6 +48,17 @@ void attend_one(float* out, const float* q, const float* k, const float* v, int6
   for (int64_t i = 0; i < hd; ++i) out[i] *= inv;
 }
 
+// The widest row kernel whose vector width divides head_dim.
+void (*row_kernel(int64_t hd))(const detail::AttentionRow&) {
+#if defined(DG_X86)
+  const Isa isa = active_isa();
+  if (isa == Isa::Avx512 && hd % 16 == 0) return detail::attend_row_avx512;
+  if (isa != Isa::Scalar && hd % 8 == 0) return detail::attend_row_avx2;
+#endif
+  (void)hd;
+  return attend_one;
+}
+
 }  // namespace
 
 void attention_forward(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t capacity,
@@ -53,6 +71,7 @@ void attention_forward(float* out, const float* q, const float* k_cache, const f
   // thread then mixes cheap and expensive rows and the threads finish together.
   // Early in a decode the items are tiny; keep ~32k multiply-adds per chunk.
   const int64_t grain = 32768 / (2 * hd * (pos0 + T / 2 + 1) + 1) + 1;
+  void (*attend)(const detail::AttentionRow&) = row_kernel(hd);
   pool.parallel_for(T * n_heads, [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> scores;
     if (int64_t(scores.size()) < pos0 + T) scores.resize(size_t(pos0 + T));
@@ -62,7 +81,7 @@ void attention_forward(float* out, const float* q, const float* k_cache, const f
       const int64_t kv = h / group;
       const float* k = k_cache + kv * capacity * hd;
       const float* v = v_cache + kv * capacity * hd;
-      attend_one(out + t * width + h * hd, q + t * width + h * hd, k, v, pos0 + t + 1, hd, scale, scores.data());
+      attend({out + t * width + h * hd, q + t * width + h * hd, k, v, pos0 + t + 1, hd, scale, scores.data()});
     }
   }, grain);
 }

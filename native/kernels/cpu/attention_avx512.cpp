@@ -1,0 +1,12 @@
+// attention_simd.h instantiated for AVX-512 (compiled with -mavx512f -mavx512bw
+// -mavx512vl -mavx512dq -mfma -mf16c).
+#if defined(DG_X86)
+#include "kernels/cpu/simd_avx512.h"
+#include "kernels/cpu/attention_simd.h"
+
+namespace dg::detail {
+
+void attend_row_avx512(const AttentionRow& a) { attend_row<Avx512>(a); }
+
+}  // namespace dg::detail
+#endif  // DG_X86
