@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "bindings/convert.h"
 #include "core/cpu_features.h"
@@ -60,14 +61,15 @@ void ExpectLength(Napi::Env env, const char* name, size_t actual, int64_t expect
                  " (" + dims + ")");
 }
 
+dg::DType DTypeNamed(Napi::Env env, const std::string& s) {
+  if (s == "F32") return dg::DType::F32;
+  if (s == "F16") return dg::DType::F16;
+  if (s == "BF16") return dg::DType::BF16;
+  Bad(env, "dtype must be \"F32\", \"F16\" or \"BF16\"");
+}
+
 dg::DType DTypeArg(const Napi::CallbackInfo& info, size_t i) {
-  if (info.Length() > i && info[i].IsString()) {
-    const std::string s = info[i].As<Napi::String>().Utf8Value();
-    if (s == "F32") return dg::DType::F32;
-    if (s == "F16") return dg::DType::F16;
-    if (s == "BF16") return dg::DType::BF16;
-  }
-  Bad(info.Env(), "dtype must be \"F32\", \"F16\" or \"BF16\"");
+  return DTypeNamed(info.Env(), info.Length() > i && info[i].IsString() ? info[i].As<Napi::String>().Utf8Value() : "");
 }
 
 Napi::Float32Array NewF32(Napi::Env env, int64_t n) { return Napi::Float32Array::New(env, size_t(n)); }
@@ -101,6 +103,40 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
 }
 
 // rmsnorm(x, w, T, d, eps) -> new [T][d]
+// linearMany(x, T, cols, weights: [{ bytes: Uint8Array, dtype, rows }]) -> Float32Array[]
+// (one y[T][rows] per matrix, computed in a single linear_forward_many pass).
+Napi::Value LinearMany(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto x = F32Arg(info, 0, "x");
+  const int64_t T = IntArg(info, 1, "T", 1), cols = IntArg(info, 2, "cols", 1);
+  ExpectLength(env, "x", x.ElementLength(), Mul(env, T, cols), "T * cols");
+  if (info.Length() < 4 || !info[3].IsArray()) Bad(env, "weights must be an array");
+  Napi::Array list = info[3].As<Napi::Array>();
+  if (list.Length() == 0 || list.Length() > 8) Bad(env, "weights must hold 1 to 8 matrices");
+  std::vector<dg::LinearOutput> outs;
+  Napi::Array ys = Napi::Array::New(env, list.Length());
+  for (uint32_t i = 0; i < list.Length(); ++i) {
+    if (!list.Get(i).IsObject()) Bad(env, "weights[" + std::to_string(i) + "] must be an object");
+    Napi::Object o = list.Get(i).As<Napi::Object>();
+    Napi::Value bytes = o.Get("bytes");
+    if (!bytes.IsTypedArray() || bytes.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+      Bad(env, "weights[" + std::to_string(i) + "].bytes must be a Uint8Array");
+    const dg::DType dtype = DTypeNamed(env, StringField(o, "dtype"));
+    const int64_t rows = IntField(o, "rows");
+    if (rows < 1 || rows > (int64_t(1) << 31)) Bad(env, "rows must be a positive integer");
+    Napi::Uint8Array w = bytes.As<Napi::Uint8Array>();
+    ExpectLength(env, "bytes", w.ByteLength(), Mul(env, Mul(env, rows, cols), int64_t(dg::dtype_size(dtype))),
+                 "rows * cols * dtype size");
+    Napi::Float32Array y = NewF32(env, Mul(env, T, rows));
+    ys.Set(i, y);
+    outs.push_back({y.Data(), dg::Matrix{w.Data(), dtype, rows, cols}, nullptr, false});
+  }
+  return Guarded(env, [&] {
+    dg::linear_forward_many(outs.data(), int(outs.size()), x.Data(), T, dg::ThreadPool::global());
+    return ys;
+  });
+}
+
 Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto x = F32Arg(info, 0, "x");
@@ -273,6 +309,7 @@ Napi::Value SetIsa(const Napi::CallbackInfo& info) {
 Napi::Object InitTestingOps(Napi::Env env) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("linear", Napi::Function::New(env, Linear, "linear"));
+  o.Set("linearMany", Napi::Function::New(env, LinearMany, "linearMany"));
   o.Set("rmsnorm", Napi::Function::New(env, RmsNorm, "rmsnorm"));
   o.Set("ropeTables", Napi::Function::New(env, RopeTables, "ropeTables"));
   o.Set("rope", Napi::Function::New(env, Rope, "rope"));

@@ -14,6 +14,7 @@ interface SamplingOptions {
   topP?: number;
 }
 interface TestingOps {
+  linearMany(x: Float32Array, T: number, cols: number, weights: { bytes: Uint8Array; dtype: DType; rows: number }[]): Float32Array[];
   linear(
     x: Float32Array,
     T: number,
@@ -234,6 +235,33 @@ test("linear matches the float64 reference for every ISA, dtype and shape", () =
   });
 });
 
+test("linearMany equals one linear per matrix, with thread chunks straddling matrices", () => {
+  const rand = rng(21);
+  // Row counts not multiples of 4 and mixed dtypes. With 2 threads the shared
+  // split of the 4-row groups lands inside a matrix: group 25 of 8+25+16+1
+  // (decode-sized, ~6 KiB per group) and group 11 of 12+10 (T = 70).
+  for (const [T, cols, rowsList] of [
+    [1, 96, [37, 6, 6]],
+    [1, 512, [30, 100, 64, 3]],
+    [70, 64, [45, 37]],
+  ] as Array<[number, number, number[]]>) {
+    forEachIsa((isa) => {
+      const x = randomF32(T * cols, rand);
+      const weights = rowsList.map((rows, i) => {
+        const dtype = DTYPES[i % DTYPES.length];
+        const { bytes, exact } = encode(randomF32(rows * cols, rand), dtype);
+        return { bytes, dtype, rows, exact };
+      });
+      const ys = ops.linearMany(x, T, cols, weights);
+      weights.forEach((w, i) => {
+        const expected = linearReference(x, T, w.exact, w.rows, cols, null, null);
+        const err = relativeError(ys[i], expected);
+        assert.ok(err <= TOL, `${isa} T=${T} matrix ${i} (${w.rows}x${cols} ${w.dtype}): ${err}`);
+      });
+    });
+  }
+});
+
 test("linear accumulates in place into accumulateInto", () => {
   const rand = rng(2);
   const [T, rows, cols] = [3, 6, 20];
@@ -422,30 +450,38 @@ function attentionReference(
   return out;
 }
 
-test("attention is causal GQA softmax(q.k / sqrt(d)) . v over the cache", () => {
+test("attention is causal GQA softmax(q.k / sqrt(d)) . v over the cache, on every ISA", () => {
   const rand = rng(9);
-  // [T, pos0, heads, kvHeads, headDim]
-  const cases: Array<[number, number, number, number, number]> = [
-    [1, 0, 1, 1, 1],
-    [1, 20, 4, 2, 8],
-    [17, 0, 3, 1, 13],
-    [5, 30, 2, 2, 64],
-    [70, 3, 4, 4, 16],
+  // [T, pos0, heads, kvHeads, headDim, spread]: head dims pick every row kernel
+  // (16k -> AVX-512, 8 -> AVX2 also on AVX-512 CPUs, odd -> portable); contexts
+  // not multiples of 4 or 16 exercise the vector tails; a wide spread of q
+  // values drives exp() into its clamp.
+  const cases: Array<[number, number, number, number, number, number]> = [
+    [1, 0, 1, 1, 1, 2],
+    [1, 20, 4, 2, 8, 2],
+    [17, 0, 3, 1, 13, 2],
+    [5, 30, 2, 2, 64, 2],
+    [70, 3, 4, 4, 16, 2],
+    [3, 301, 6, 2, 48, 2],
+    [2, 130, 2, 1, 128, 2],
+    [4, 45, 2, 1, 32, 60],
   ];
-  for (const [T, pos0, heads, kvHeads, hd] of cases) {
-    const cap = pos0 + T + 5;
-    const q = randomF32(T * heads * hd, rand, 2);
-    const k = randomF32(kvHeads * cap * hd, rand, 2);
-    const v = randomF32(kvHeads * cap * hd, rand);
-    // Slots beyond pos0 + T are not filled yet: NaN there catches a non-causal read.
-    for (let kv = 0; kv < kvHeads; kv++) {
-      k.fill(NaN, (kv * cap + pos0 + T) * hd, (kv + 1) * cap * hd);
-      v.fill(NaN, (kv * cap + pos0 + T) * hd, (kv + 1) * cap * hd);
+  forEachIsa((isa) => {
+    for (const [T, pos0, heads, kvHeads, hd, spread] of cases) {
+      const cap = pos0 + T + 5;
+      const q = randomF32(T * heads * hd, rand, spread);
+      const k = randomF32(kvHeads * cap * hd, rand, 2);
+      const v = randomF32(kvHeads * cap * hd, rand);
+      // Slots beyond pos0 + T are not filled yet: NaN there catches a non-causal read.
+      for (let kv = 0; kv < kvHeads; kv++) {
+        k.fill(NaN, (kv * cap + pos0 + T) * hd, (kv + 1) * cap * hd);
+        v.fill(NaN, (kv * cap + pos0 + T) * hd, (kv + 1) * cap * hd);
+      }
+      const expected = attentionReference(q, k, v, cap, T, pos0, heads, kvHeads, hd);
+      const err = relativeError(ops.attention(q, k, v, cap, T, pos0, heads, kvHeads, hd), expected);
+      assert.ok(err <= TOL, `${isa} T=${T} pos0=${pos0} heads=${heads}/${kvHeads} hd=${hd}: ${err}`);
     }
-    const expected = attentionReference(q, k, v, cap, T, pos0, heads, kvHeads, hd);
-    const err = relativeError(ops.attention(q, k, v, cap, T, pos0, heads, kvHeads, hd), expected);
-    assert.ok(err <= TOL, `T=${T} pos0=${pos0} heads=${heads}/${kvHeads} hd=${hd}: ${err}`);
-  }
+  });
 });
 
 test("attention rejects inconsistent shapes", async () => {

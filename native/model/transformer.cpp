@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <string>
 #include <unordered_set>
 
@@ -149,16 +150,28 @@ void Transformer::run_pass(const std::vector<StepSegment>& segs, const std::vect
     }
   };
 
-  // y (= or +=) x W^T + b, plus the adapter's scale * (x A^T) B^T for this projection.
+  // Projections that share an input run as one pool dispatch (y = or += x W^T
+  // + b); then each adds its adapter's scale * (x A^T) B^T, if it has one.
+  struct Proj {
+    float* y;
+    const Linear& lin;
+    Projection p;
+    bool accumulate;
+  };
   std::vector<float> lora_tmp;
-  auto project = [&](float* y, const float* in, const Linear& lin, int64_t layer, Projection p, bool accumulate) {
-    linear_forward(y, in, lin.w, lin.bias_ptr(), R, pool, accumulate);
-    const LoraFactors* f = adapter ? adapter->factors(layer, p) : nullptr;
-    if (!f) return;
-    lora_tmp.resize(size_t(R * f->a.rows));
-    linear_forward(lora_tmp.data(), in, f->a, nullptr, R, pool);
-    for (float& t : lora_tmp) t *= adapter->spec.scale;
-    linear_forward(y, lora_tmp.data(), f->b, nullptr, R, pool, /*accumulate=*/true);
+  auto project = [&](std::initializer_list<Proj> projs, const float* in, int64_t layer) {
+    LinearOutput outs[3];
+    int n = 0;
+    for (const Proj& j : projs) outs[n++] = {j.y, j.lin.w, j.lin.bias_ptr(), j.accumulate};
+    linear_forward_many(outs, n, in, R, pool);
+    for (const Proj& j : projs) {
+      const LoraFactors* f = adapter ? adapter->factors(layer, j.p) : nullptr;
+      if (!f) continue;
+      lora_tmp.resize(size_t(R * f->a.rows));
+      linear_forward(lora_tmp.data(), in, f->a, nullptr, R, pool);
+      for (float& t : lora_tmp) t *= adapter->spec.scale;
+      linear_forward(j.y, lora_tmp.data(), f->b, nullptr, R, pool, /*accumulate=*/true);
+    }
   };
 
   embedding_forward(x.data(), tokens.data(), R, w_.embed);
@@ -168,9 +181,9 @@ void Transformer::run_pass(const std::vector<StepSegment>& segs, const std::vect
     const LayerWeights& L = w_.layers[size_t(l)];
     // Attention block: x += o_proj(attn(rope(q), rope(k), v)) on rmsnorm(x).
     rmsnorm_forward(xn.data(), x.data(), L.input_norm.data(), R, d, c.rms_eps);
-    project(q.data(), xn.data(), L.q, l, Projection::Q, false);
-    project(k.data(), xn.data(), L.k, l, Projection::K, false);
-    project(v.data(), xn.data(), L.v, l, Projection::V, false);
+    project({{q.data(), L.q, Projection::Q, false}, {k.data(), L.k, Projection::K, false},
+             {v.data(), L.v, Projection::V, false}},
+            xn.data(), l);
     rope_forward(q.data(), cos_t.data(), sin_t.data(), R, c.n_heads, hd);
     rope_forward(k.data(), cos_t.data(), sin_t.data(), R, c.n_kv_heads, hd);
     for (size_t p = 0; p < pieces.size(); ++p) {
@@ -179,14 +192,13 @@ void Transformer::run_pass(const std::vector<StepSegment>& segs, const std::vect
       attention_forward(att.data() + row0[p] * q_out, q.data() + row0[p] * q_out, cache.keys(l), cache.values(l),
                         cache.capacity(), pieces[p].n, pos0[p], c.n_heads, c.n_kv_heads, hd, pool);
     }
-    project(x.data(), att.data(), L.o, l, Projection::O, /*accumulate=*/true);
+    project({{x.data(), L.o, Projection::O, /*accumulate=*/true}}, att.data(), l);
 
     // MLP block: x += down(silu(gate(x)) * up(x)) on rmsnorm(x).
     rmsnorm_forward(xn.data(), x.data(), L.post_attention_norm.data(), R, d, c.rms_eps);
-    project(gate.data(), xn.data(), L.gate, l, Projection::Gate, false);
-    project(up.data(), xn.data(), L.up, l, Projection::Up, false);
+    project({{gate.data(), L.gate, Projection::Gate, false}, {up.data(), L.up, Projection::Up, false}}, xn.data(), l);
     swiglu_forward(gate.data(), gate.data(), up.data(), R * c.intermediate);
-    project(x.data(), gate.data(), L.down, l, Projection::Down, /*accumulate=*/true);
+    project({{x.data(), L.down, Projection::Down, /*accumulate=*/true}}, gate.data(), l);
 
     if (l + 1 < c.n_layers) capture(int32_t(l + 1), x.data());
   }

@@ -36,11 +36,10 @@ void linear_rows_scalar(const LinearJob& jb, int64_t r0, int64_t r1) {
 
 }  // namespace detail
 
-void linear_forward(float* y, const float* x, const Matrix& w, const float* bias, int64_t T, ThreadPool& pool,
-                    bool accumulate) {
-  if (T < 0 || w.rows < 0 || w.cols < 0) throw Error("ERR_ARGUMENT", "linear_forward: negative dimension");
-  if (T == 0 || w.rows == 0) return;
-  const detail::LinearJob job{y, x, w.data, w.dtype, w.rows, w.cols, bias, T, accumulate};
+void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, int64_t T, ThreadPool& pool) {
+  if (T < 0) throw Error("ERR_ARGUMENT", "linear_forward: negative token count");
+  if (T == 0 || n_outs <= 0) return;
+  const int64_t cols = outs[0].w.cols;
   void (*rows_fn)(const detail::LinearJob&, int64_t, int64_t) = detail::linear_rows_scalar;
 #if defined(DG_X86)
   switch (active_isa()) {
@@ -49,13 +48,43 @@ void linear_forward(float* y, const float* x, const Matrix& w, const float* bias
     case Isa::Scalar: break;
   }
 #endif
-  // Threads split the output rows in groups of 4 (the SIMD tile height). Below
-  // ~64k multiply-adds per thread, waking a worker costs more than it saves.
-  const int64_t groups = (w.rows + 3) / 4;
-  const int64_t macs_per_group = 4 * std::max<int64_t>(w.cols, 1) * T;
-  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / macs_per_group);
-  pool.parallel_for(
-      groups, [&](int64_t g0, int64_t g1) { rows_fn(job, 4 * g0, std::min(4 * g1, w.rows)); }, grain);
+  // Threads split the output rows of all matrices in groups of 4 (the SIMD tile
+  // height); group g of the concatenation belongs to the output whose first
+  // group is the largest first[i] <= g.
+  std::vector<detail::LinearJob> jobs;
+  std::vector<int64_t> first;
+  int64_t groups = 0, bytes = 0;
+  for (int i = 0; i < n_outs; ++i) {
+    const LinearOutput& o = outs[i];
+    if (o.w.rows < 0 || o.w.cols != cols) throw Error("ERR_ARGUMENT", "linear_forward_many: matrices must share their input width");
+    if (o.w.rows == 0) continue;
+    jobs.push_back({o.y, x, o.w.data, o.w.dtype, o.w.rows, o.w.cols, o.bias, T, o.accumulate});
+    first.push_back(groups);
+    groups += (o.w.rows + 3) / 4;
+    bytes += o.w.rows * cols * int64_t(dtype_size(o.w.dtype));
+  }
+  if (groups == 0) return;
+  // A chunk should be worth waking a thread for: ~64k multiply-adds when the
+  // call is compute-bound (prefill), ~16 KiB of weights when it streams them
+  // (decode), whichever comes first.
+  const int64_t macs_per_group = 4 * std::max<int64_t>(cols, 1) * T;
+  const int64_t bytes_per_group = std::max<int64_t>(1, bytes / groups);
+  const int64_t grain = std::max<int64_t>(1, std::min((int64_t(1) << 16) / macs_per_group, (int64_t(1) << 14) / bytes_per_group));
+  pool.parallel_for(groups, [&](int64_t g0, int64_t g1) {
+    size_t j = size_t(std::upper_bound(first.begin(), first.end(), g0) - first.begin()) - 1;
+    for (; j < jobs.size() && first[j] < g1; ++j) {
+      const int64_t lo = std::max(g0, first[j]) - first[j];
+      const int64_t hi = std::min(g1 - first[j], (jobs[j].rows + 3) / 4);
+      rows_fn(jobs[j], 4 * lo, std::min(4 * hi, jobs[j].rows));
+    }
+  }, grain);
+}
+
+void linear_forward(float* y, const float* x, const Matrix& w, const float* bias, int64_t T, ThreadPool& pool,
+                    bool accumulate) {
+  if (w.rows < 0 || w.cols < 0) throw Error("ERR_ARGUMENT", "linear_forward: negative dimension");
+  const LinearOutput out{y, w, bias, accumulate};
+  linear_forward_many(&out, 1, x, T, pool);
 }
 
 }  // namespace dg

@@ -20,6 +20,17 @@ namespace dg {
 void linear_forward(float* y, const float* x, const Matrix& w, const float* bias, int64_t T,
                     ThreadPool& pool, bool accumulate = false);
 
+// Several linear layers over the same input x[T][in] in one pass of the pool
+// (e.g. q/k/v, gate/up): one dispatch instead of one per matrix, so decode pays
+// the thread start-up and tail once and the small k/v matrices share threads.
+struct LinearOutput {
+  float* y;
+  Matrix w;
+  const float* bias;
+  bool accumulate;
+};
+void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, int64_t T, ThreadPool& pool);
+
 // ---- normalization (norm.cpp) -------------------------------------------------
 // y = x / sqrt(mean(x^2) + eps) * w, per row of d. y may alias x.
 void rmsnorm_forward(float* y, const float* x, const float* w, int64_t T, int64_t d, float eps);
