@@ -84,13 +84,13 @@ dg::ModelConfig ParseConfig(const Napi::Object& o) {
 class LoadWorker : public CodedWorker {
  public:
   LoadWorker(Napi::Env env, dg::ModelConfig cfg, std::vector<std::string> files, std::vector<dg::TensorRef> tensors,
-             Napi::Function ctor)
-      : CodedWorker(env), cfg_(std::move(cfg)), files_(std::move(files)), tensors_(std::move(tensors)),
+             dg::MappedFile::Mode mode, Napi::Function ctor)
+      : CodedWorker(env), cfg_(std::move(cfg)), files_(std::move(files)), tensors_(std::move(tensors)), mode_(mode),
         ctor_(Napi::Persistent(ctor)) {}
 
  protected:
   void Compute() override {
-    dg::ModelWeights w = dg::load_weights(cfg_, files_, tensors_);
+    dg::ModelWeights w = dg::load_weights(cfg_, files_, tensors_, mode_);
     model_ = std::make_shared<Transformer>(cfg_, std::move(w));
   }
   Napi::Value Result(Napi::Env env) override;
@@ -99,6 +99,7 @@ class LoadWorker : public CodedWorker {
   dg::ModelConfig cfg_;
   std::vector<std::string> files_;
   std::vector<dg::TensorRef> tensors_;
+  dg::MappedFile::Mode mode_;
   Napi::FunctionReference ctor_;
   std::shared_ptr<Transformer> model_;
   friend class NativeModel;
@@ -310,7 +311,8 @@ Napi::Value LoadWorker::Result(Napi::Env) {
   return obj;
 }
 
-// loadModel(config, files: string[], tensors: {name, file, dtype, shape, offset, length}[]) -> Promise<NativeModel>
+// loadModel(config, files: string[], tensors: {name, file, dtype, shape, offset, length}[], { mmap: boolean })
+//   -> Promise<NativeModel>
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   dg::ModelConfig cfg = ParseConfig(ArgObject(info, 0, "config"));
@@ -318,7 +320,9 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     ThrowCoded(env, "ERR_ARGUMENT", "loadModel(config, files[], tensors[])");
   std::vector<std::string> files = ParseStrings(env, info[1].As<Napi::Array>(), "files");
   std::vector<dg::TensorRef> tensors = ParseTensors(env, info[2].As<Napi::Array>());
-  auto* w = new LoadWorker(env, std::move(cfg), std::move(files), std::move(tensors), NativeModel::ctor.Value());
+  const bool mmap = BoolField(ArgObject(info, 3, "load options"), "mmap");
+  auto* w = new LoadWorker(env, std::move(cfg), std::move(files), std::move(tensors),
+                           mmap ? dg::MappedFile::Mode::Map : dg::MappedFile::Mode::Read, NativeModel::ctor.Value());
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;

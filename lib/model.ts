@@ -25,6 +25,13 @@ import { evalBatch, ModelSession, toTokenArray, type EvalOptions, type EvalResul
 import { Tokenizer } from "./tokenizer.js";
 
 export interface LoadOptions {
+  /**
+   * true (default): memory-map the weights (instant, shared with the page cache).
+   * false: read them into private memory backed by transparent huge pages, which
+   * decodes ~20% faster (hardware prefetchers stop at each 4 KiB page of a
+   * mapping) at the cost of reading the whole checkpoint at load.
+   */
+  mmap?: boolean;
   signal?: AbortSignal;
 }
 
@@ -83,13 +90,15 @@ export class Model {
     const st = await stat(dir).catch(() => null);
     if (!st?.isDirectory()) throw new DeepGuardError("ERR_CHECKPOINT", `${dir} is not a directory`);
     options.signal?.throwIfAborted();
+    const mmap = options.mmap ?? true;
+    if (typeof mmap !== "boolean") throw new DeepGuardError("ERR_ARGUMENT", `Model.load option "mmap" must be a boolean`);
     const config = await readModelConfig(join(dir, "config.json"));
     const files = await locateCheckpoint(dir);
     const tokenizer = await Tokenizer.fromDirectory(dir);
     options.signal?.throwIfAborted();
     let engine: NativeModel;
     try {
-      engine = await native().loadModel(toNativeConfig(config), files.files, files.tensors);
+      engine = await native().loadModel(toNativeConfig(config), files.files, files.tensors, { mmap });
     } catch (err) {
       const e = wrapNativeError(err);
       throw new DeepGuardError((e as DeepGuardError).code, `${dir}: ${e.message}`, { cause: err });

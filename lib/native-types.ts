@@ -62,7 +62,12 @@ export interface NativeSamplingParams {
 }
 
 export interface NativeAddon {
-  loadModel(config: NativeModelConfig, files: string[], tensors: NativeTensorRef[]): Promise<NativeModel>;
+  loadModel(
+    config: NativeModelConfig,
+    files: string[],
+    tensors: NativeTensorRef[],
+    options: { mmap: boolean },
+  ): Promise<NativeModel>;
   sampleToken(logits: Float32Array, params: NativeSamplingParams, u: number): number;
   measureBandwidth(bytes: number, repeats: number): Promise<{ readGBps: number; copyGBps: number }>;
   systemInfo(): { isa: string; bestIsa: string; threads: number; avx2: boolean; avx512f: boolean; avx512bf16: boolean };

@@ -116,6 +116,18 @@ test("a sharded checkpoint equals the unsharded one bit for bit", async () => {
   }
 });
 
+test("weights read into memory (mmap: false) give the same results as mapped ones", async () => {
+  const spec = tinySpecs()["qwen2-bf16-tied"];
+  const { ckpt, model } = await load("read", spec);
+  const inMemory = await Model.load(ckpt.dir, { mmap: false });
+  const ids = randomIds(10, spec.vocab, 8);
+  const a = await model.forward(ids, { hiddenStates: "all" });
+  const b = await inMemory.forward(ids, { hiddenStates: "all" });
+  assert.equal(Array.from(b.logits.data), Array.from(a.logits.data));
+  assert.is(inMemory.info.parameterCount, model.info.parameterCount);
+  await expectError(() => Model.load(ckpt.dir, { mmap: "no" as unknown as boolean }), "ERR_ARGUMENT", /"mmap"/);
+});
+
 test("one batched decode step equals separate steps per sequence", async () => {
   const spec = tinySpecs()["qwen2-bf16-tied"];
   const { model } = await load("batch", spec);

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -12,32 +13,69 @@
 
 namespace dg {
 
-std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
+namespace {
+
+[[noreturn]] void fail(const char* what, const std::string& path, int err) {
+  throw Error("ERR_FILE_OPEN", std::string("cannot ") + what + " " + path + ": " + std::strerror(err));
+}
+
+// Reads the whole file into an anonymous mapping rounded up to 2 MiB and
+// advised for huge pages (a no-op where THP is disabled).
+const uint8_t* read_into_memory(int fd, const std::string& path, uint64_t size, uint64_t* mapped) {
+  const uint64_t huge = uint64_t(2) << 20;
+  *mapped = (size + huge - 1) / huge * huge;
+  void* p = mmap(nullptr, *mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) fail("allocate memory for", path, errno);
+#ifdef MADV_HUGEPAGE
+  madvise(p, *mapped, MADV_HUGEPAGE);
+#endif
+  uint8_t* dst = static_cast<uint8_t*>(p);
+  for (uint64_t done = 0; done < size;) {
+    const ssize_t n = pread(fd, dst + done, size_t(std::min<uint64_t>(size - done, uint64_t(1) << 30)), off_t(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int e = n < 0 ? errno : EIO;  // 0: the file shrank while we read it
+      munmap(p, *mapped);
+      fail("read", path, e);
+    }
+    done += uint64_t(n);
+  }
+  mprotect(p, *mapped, PROT_READ);  // weights are immutable from here on
+  return dst;
+}
+
+}  // namespace
+
+std::shared_ptr<MappedFile> MappedFile::open(const std::string& path, Mode mode) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw Error("ERR_FILE_OPEN", "cannot open " + path + ": " + std::strerror(errno));
+  if (fd < 0) fail("open", path, errno);
   struct stat st;
   if (fstat(fd, &st) != 0) {
-    int e = errno;
+    const int e = errno;
     ::close(fd);
-    throw Error("ERR_FILE_OPEN", "cannot stat " + path + ": " + std::strerror(e));
+    fail("stat", path, e);
   }
-  uint64_t size = uint64_t(st.st_size);
+  const uint64_t size = uint64_t(st.st_size);
+  uint64_t mapped = size;
   const uint8_t* data = nullptr;
-  if (size > 0) {
-    void* p = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      int e = errno;
-      ::close(fd);
-      throw Error("ERR_FILE_OPEN", "cannot map " + path + ": " + std::strerror(e));
+  try {
+    if (size > 0 && mode == Mode::Read) {
+      data = read_into_memory(fd, path, size, &mapped);
+    } else if (size > 0) {
+      void* p = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (p == MAP_FAILED) fail("map", path, errno);
+      data = static_cast<const uint8_t*>(p);
     }
-    data = static_cast<const uint8_t*>(p);
+  } catch (...) {
+    ::close(fd);
+    throw;
   }
-  ::close(fd);  // the mapping keeps the file alive
-  return std::shared_ptr<MappedFile>(new MappedFile(path, data, size));
+  ::close(fd);  // a mapping keeps the file alive
+  return std::shared_ptr<MappedFile>(new MappedFile(path, data, size, mapped));
 }
 
 MappedFile::~MappedFile() {
-  if (data_) munmap(const_cast<uint8_t*>(data_), size_);
+  if (data_) munmap(const_cast<uint8_t*>(data_), mapped_);
 }
 
 const uint8_t* MappedFile::slice(uint64_t offset, uint64_t length, const std::string& what) const {

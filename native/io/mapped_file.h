@@ -1,4 +1,7 @@
-// Read-only memory map of a whole file, with bounds-checked slices.
+// A whole file in memory, with bounds-checked slices: either memory-mapped
+// (shared with the page cache, instant to open) or read into private memory
+// advised for transparent huge pages, which streams ~20% faster during decode
+// because hardware prefetchers stop at every 4 KiB page boundary of a mapping.
 // The safetensors header is parsed and validated in TypeScript (lib/io); the
 // native side re-checks every slice it is handed against the real file size.
 #pragma once
@@ -10,7 +13,8 @@ namespace dg {
 
 class MappedFile {
  public:
-  static std::shared_ptr<MappedFile> open(const std::string& path);
+  enum class Mode { Map, Read };
+  static std::shared_ptr<MappedFile> open(const std::string& path, Mode mode = Mode::Map);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
@@ -21,11 +25,12 @@ class MappedFile {
   const uint8_t* slice(uint64_t offset, uint64_t length, const std::string& what) const;
 
  private:
-  MappedFile(std::string path, const uint8_t* data, uint64_t size)
-      : path_(std::move(path)), data_(data), size_(size) {}
+  MappedFile(std::string path, const uint8_t* data, uint64_t size, uint64_t mapped)
+      : path_(std::move(path)), data_(data), size_(size), mapped_(mapped) {}
   std::string path_;
   const uint8_t* data_;
   uint64_t size_;
+  uint64_t mapped_;  // length of the mapping (>= size_ when read into huge-page-aligned memory)
 };
 
 }  // namespace dg

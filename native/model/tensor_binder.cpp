@@ -14,9 +14,9 @@ std::string shape_str(const std::vector<int64_t>& s) {
 }  // namespace
 
 TensorBinder::TensorBinder(const std::vector<std::string>& paths, const std::vector<TensorRef>& tensors,
-                           TensorStorage& out)
+                           TensorStorage& out, MappedFile::Mode mode)
     : out_(out) {
-  for (const auto& p : paths) out_.files.push_back(MappedFile::open(p));
+  for (const auto& p : paths) out_.files.push_back(MappedFile::open(p, mode));
   for (const auto& t : tensors) {
     if (t.file < 0 || size_t(t.file) >= out_.files.size())
       throw Error("ERR_SAFETENSORS", t.name + ": file index " + std::to_string(t.file) + " out of range");

@@ -34,7 +34,8 @@ struct TensorStorage {
 
 class TensorBinder {
  public:
-  TensorBinder(const std::vector<std::string>& paths, const std::vector<TensorRef>& tensors, TensorStorage& out);
+  TensorBinder(const std::vector<std::string>& paths, const std::vector<TensorRef>& tensors, TensorStorage& out,
+               MappedFile::Mode mode = MappedFile::Mode::Map);
 
   bool has(const std::string& name) const { return by_name_.count(name) != 0; }
   // A [rows][cols] matrix in its stored dtype.

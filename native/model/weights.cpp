@@ -3,10 +3,10 @@
 namespace dg {
 
 ModelWeights load_weights(const ModelConfig& c, const std::vector<std::string>& files,
-                          const std::vector<TensorRef>& tensors) {
+                          const std::vector<TensorRef>& tensors, MappedFile::Mode mode) {
   c.check();
   ModelWeights w;
-  TensorBinder b(files, tensors, w.storage);
+  TensorBinder b(files, tensors, w.storage, mode);
   const int64_t d = c.hidden, q_out = c.n_heads * c.head_dim, kv_out = c.n_kv_heads * c.head_dim;
 
   auto linear = [&](const std::string& prefix, int64_t out, int64_t in, bool bias) {

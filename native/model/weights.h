@@ -35,7 +35,8 @@ struct ModelWeights {
   TensorStorage storage;  // the mapped files the views above point into
 };
 
+// mode: memory-map the files (default) or read them into huge-page memory.
 ModelWeights load_weights(const ModelConfig& cfg, const std::vector<std::string>& files,
-                          const std::vector<TensorRef>& tensors);
+                          const std::vector<TensorRef>& tensors, MappedFile::Mode mode = MappedFile::Mode::Map);
 
 }  // namespace dg
