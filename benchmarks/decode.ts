@@ -2,17 +2,23 @@
  * npm run bench:decode
  *
  * Prefill (512-token prompt) and decode (256 new tokens) speed of a random
- * ~100M-parameter Qwen2-shaped checkpoint, F32 and BF16 weights, each in its own
- * process so peak RSS is its own. Decode is memory-bound, so each result is set
- * against the bound: measured read bandwidth / weight bytes read per token.
- * Writes benchmarks/results/decode.json.
+ * ~100M-parameter Qwen2-shaped checkpoint, for F32 and BF16 weights, each
+ * memory-mapped (the default) and read into huge-page memory (mmap: false).
+ * Every run is its own process, so its peak RSS is its own.
  *
- * Options: --dtype F32|BF16 (one only), --prompt N, --tokens N,
- * DEEPGUARD_BENCH_CACHE (default ~/.cache/deepguard/bench).
+ * Decode is memory-bound, so each run is set against its bound: bytes read per
+ * token (every weight matrix + the f32 KV cache at the mean decode context) /
+ * measured read bandwidth. The parent measures the bandwidth (median of 5
+ * passes over 1 GiB) right before and after each run and uses their mean,
+ * because on a shared host it drifts by 10-20% over minutes.
+ *
+ * Options: --dtype F32|BF16, --weights mmap|read (default: all combinations),
+ * --prompt N (512), --tokens N (256). Cache: DEEPGUARD_BENCH_CACHE, default
+ * ~/.cache/deepguard/bench. Writes benchmarks/results/decode.json.
  */
 import { execFileSync } from "node:child_process";
 import { mkdir, rename, writeFile } from "node:fs/promises";
-import { homedir, cpus } from "node:os";
+import { cpus, homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -20,49 +26,61 @@ import { Model } from "../lib/index.js";
 import { native } from "../lib/native.js";
 import { ensureRandomCheckpoint, QWEN2_100M, tensorShapes } from "./support/random-checkpoint.js";
 
-interface DtypeResult {
-  dtype: string;
+type Dtype = "F32" | "BF16";
+type Weights = "mmap" | "read";
+
+interface RunResult {
+  dtype: Dtype;
+  weights: Weights;
   parameters: number;
-  weightBytes: number;
   bytesPerDecodedToken: number;
   prefillTokens: number;
   prefillTokensPerSecond: number;
   decodeTokens: number;
   decodeTokensPerSecond: number;
   decodeMsPerToken: number;
-  boundTokensPerSecond: number;
-  ratioToBound: number;
   peakRssMiB: number;
+}
+
+interface Row extends RunResult {
+  readGBps: number;
+  copyGBps: number;
+  boundTokensPerSecond: number;
+  /** measured time per token / bound time per token (1.0 = at the bound). */
+  ratioToBound: number;
 }
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(here, "..", "..");
 const cacheDir = process.env.DEEPGUARD_BENCH_CACHE ?? join(homedir(), ".cache", "deepguard", "bench");
 
-/** Bytes of every weight matrix a decode step streams (embedding row lookups excluded, lm_head included). */
-function bytesPerToken(dtypeSize: number): number {
-  let n = 0;
-  for (const [name, dims] of tensorShapes(QWEN2_100M)) {
-    if (name === "model.embed_tokens.weight" || dims.length === 2) n += dims.reduce((a, b) => a * b, 1);
+/** Bytes a decode step must read: each weight matrix once (the tied embedding as lm_head) + K and V caches. */
+function bytesPerToken(dtypeSize: number, context: number): number {
+  let weights = 0;
+  for (const dims of tensorShapes(QWEN2_100M).values()) {
+    if (dims.length === 2) weights += dims.reduce((a, b) => a * b, 1);
   }
-  return n * dtypeSize;
+  const s = QWEN2_100M;
+  return weights * dtypeSize + s.layers * 2 * s.kvHeads * (s.hidden / s.heads) * context * 4;
 }
 
-async function runOne(dtype: "F32" | "BF16", promptLen: number, newTokens: number, readGBps: number): Promise<DtypeResult> {
+async function runOne(dtype: Dtype, weights: Weights, promptLen: number, newTokens: number): Promise<RunResult> {
   const dir = await ensureRandomCheckpoint(join(cacheDir, `qwen2-100m-${dtype.toLowerCase()}`), QWEN2_100M, dtype);
-  const model = await Model.load(dir);
+  const model = await Model.load(dir, { mmap: weights === "mmap" });
   const prompt = Array.from({ length: promptLen }, (_, i) => (i * 7919 + 13) % QWEN2_100M.vocab);
 
-  // Warm-up: fault the mapping in and settle the thread pool.
+  // Warm-up: fault the weights in and settle the thread pool.
   const warm = model.createSession();
   await warm.eval(prompt.slice(0, 64));
   for (let i = 0; i < 4; i++) await warm.eval([i + 1]);
+  warm.dispose();
 
   const session = model.createSession();
   let t0 = performance.now();
   let step = await session.eval(prompt, { logits: "last" });
   const prefillS = (performance.now() - t0) / 1000;
 
+  // The generate() loop without its text handling: greedy sample, feed back.
   const sampler = native();
   t0 = performance.now();
   for (let i = 0; i < newTokens; i++) {
@@ -70,22 +88,16 @@ async function runOne(dtype: "F32" | "BF16", promptLen: number, newTokens: numbe
     step = await session.eval([token], { logits: "last" });
   }
   const decodeS = (performance.now() - t0) / 1000;
-
-  const perToken = bytesPerToken(dtype === "F32" ? 4 : 2);
-  const decodeTps = newTokens / decodeS;
-  const bound = (readGBps * 1e9) / perToken;
   return {
     dtype,
+    weights,
     parameters: model.info.parameterCount,
-    weightBytes: model.info.weightBytes,
-    bytesPerDecodedToken: perToken,
+    bytesPerDecodedToken: bytesPerToken(dtype === "F32" ? 4 : 2, promptLen + newTokens / 2),
     prefillTokens: promptLen,
     prefillTokensPerSecond: promptLen / prefillS,
     decodeTokens: newTokens,
-    decodeTokensPerSecond: decodeTps,
+    decodeTokensPerSecond: newTokens / decodeS,
     decodeMsPerToken: (decodeS * 1000) / newTokens,
-    boundTokensPerSecond: bound,
-    ratioToBound: bound / decodeTps,
     peakRssMiB: process.resourceUsage().maxRSS / 1024,
   };
 }
@@ -97,59 +109,78 @@ async function writeAtomic(path: string, text: string): Promise<void> {
   await rename(tmp, path);
 }
 
+function positiveInt(name: string, raw: string): number {
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got "${raw}"`);
+  return n;
+}
+
+function oneOf<T extends string>(name: string, raw: string | undefined, allowed: readonly T[]): T[] {
+  if (raw === undefined) return [...allowed];
+  if (!(allowed as readonly string[]).includes(raw)) throw new Error(`--${name} must be one of ${allowed.join(", ")}, got "${raw}"`);
+  return [raw as T];
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       dtype: { type: "string" },
+      weights: { type: "string" },
       prompt: { type: "string", default: "512" },
       tokens: { type: "string", default: "256" },
-      "read-gbps": { type: "string" },
       child: { type: "boolean" },
     },
   });
-  const promptLen = Number(values.prompt);
-  const newTokens = Number(values.tokens);
-  if (!Number.isInteger(promptLen) || promptLen < 1 || !Number.isInteger(newTokens) || newTokens < 1) {
-    throw new Error("--prompt and --tokens must be positive integers");
-  }
+  const promptLen = positiveInt("prompt", values.prompt!);
+  const newTokens = positiveInt("tokens", values.tokens!);
+  const dtypes = oneOf<Dtype>("dtype", values.dtype, ["F32", "BF16"]);
+  const modes = oneOf<Weights>("weights", values.weights, ["mmap", "read"]);
   if (values.child) {
-    const r = await runOne(values.dtype as "F32" | "BF16", promptLen, newTokens, Number(values["read-gbps"]));
+    const r = await runOne(dtypes[0], modes[0], promptLen, newTokens);
     process.stdout.write(JSON.stringify(r) + "\n");
     return;
   }
 
   const sys = native().systemInfo();
-  const bw = await native().measureBandwidth(1 << 30, 5);
   console.log(`CPU: ${cpus()[0]?.model} · ${sys.threads} threads · kernels ${sys.isa}`);
-  console.log(`memory bandwidth (1 GiB, ${sys.threads} threads): read ${bw.readGBps.toFixed(1)} GB/s, copy ${bw.copyGBps.toFixed(1)} GB/s`);
-
-  const dtypes = values.dtype ? [values.dtype] : ["F32", "BF16"];
-  const results: DtypeResult[] = [];
+  const rows: Row[] = [];
   for (const dtype of dtypes) {
-    if (dtype !== "F32" && dtype !== "BF16") throw new Error(`--dtype must be F32 or BF16, got ${dtype}`);
-    const out = execFileSync(
-      process.execPath,
-      [fileURLToPath(import.meta.url), "--child", "--dtype", dtype, "--prompt", String(promptLen), "--tokens", String(newTokens), "--read-gbps", String(bw.readGBps)],
-      { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] },
-    );
-    results.push(JSON.parse(out.trim().split("\n").pop()!));
+    for (const weights of modes) {
+      const args = ["--child", "--dtype", dtype, "--weights", weights, "--prompt", String(promptLen), "--tokens", String(newTokens)];
+      const before = await native().measureBandwidth(1 << 30, 5);
+      const out = execFileSync(process.execPath, [fileURLToPath(import.meta.url), ...args], {
+        encoding: "utf8",
+        stdio: ["ignore", "pipe", "inherit"],
+      });
+      const after = await native().measureBandwidth(1 << 30, 5);
+      const r: RunResult = JSON.parse(out.trim().split("\n").pop()!);
+      const readGBps = (before.readGBps + after.readGBps) / 2;
+      const bound = (readGBps * 1e9) / r.bytesPerDecodedToken;
+      rows.push({
+        ...r,
+        readGBps,
+        copyGBps: (before.copyGBps + after.copyGBps) / 2,
+        boundTokensPerSecond: bound,
+        ratioToBound: bound / r.decodeTokensPerSecond,
+      });
+    }
   }
 
-  console.log("\n| dtype | params | prefill tok/s | decode tok/s | ms/token | bound tok/s | bound / measured | peak RSS MiB |");
-  console.log("|---|---|---|---|---|---|---|---|");
-  for (const r of results) {
+  console.log("\n| dtype | weights | prefill tok/s | decode tok/s | ms/token | read GB/s | bound tok/s | time / bound | peak RSS MiB |");
+  console.log("|---|---|---|---|---|---|---|---|---|");
+  for (const r of rows) {
     console.log(
-      `| ${r.dtype} | ${(r.parameters / 1e6).toFixed(1)}M | ${r.prefillTokensPerSecond.toFixed(1)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${r.decodeMsPerToken.toFixed(2)} | ${r.boundTokensPerSecond.toFixed(1)} | ${r.ratioToBound.toFixed(2)}x | ${r.peakRssMiB.toFixed(0)} |`,
+      `| ${r.dtype} | ${r.weights} | ${r.prefillTokensPerSecond.toFixed(0)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${r.decodeMsPerToken.toFixed(2)} | ${r.readGBps.toFixed(1)} | ${r.boundTokensPerSecond.toFixed(1)} | ${r.ratioToBound.toFixed(2)}x | ${r.peakRssMiB.toFixed(0)} |`,
     );
   }
   const report = {
     date: new Date().toISOString(),
+    command: "npm run bench:decode",
     cpu: cpus()[0]?.model ?? "unknown",
     threads: sys.threads,
     isa: sys.isa,
-    model: { architecture: "Qwen2ForCausalLM", ...QWEN2_100M },
-    memoryBandwidth: bw,
-    results,
+    model: { architecture: "Qwen2ForCausalLM", parameters: rows[0]?.parameters, ...QWEN2_100M },
+    results: rows,
   };
   await writeAtomic(join(repoRoot, "benchmarks", "results", "decode.json"), JSON.stringify(report, null, 2) + "\n");
   console.log(`\nwrote benchmarks/results/decode.json`);

@@ -5,6 +5,7 @@
 
 namespace dg {
 
+// Medians over `repeats` passes.
 struct BandwidthResult {
   double read_gbps;  // parallel streaming read (sum of floats)
   double copy_gbps;  // parallel memcpy, counting bytes read + bytes written
