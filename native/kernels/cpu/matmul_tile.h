@@ -34,6 +34,9 @@ namespace dg::detail {
 namespace {
 
 constexpr int kNR = 4;  // weight rows per tile
+// Up to this many tokens the unpack-order BF16 path is used (2 * NR widened
+// vectors + TM * NR accumulators still fit in 32 registers).
+constexpr int kMaxUnpackTokens = 4;
 
 // Where a tile's results go: y row of its first token, bias of its first row.
 struct TileOut {
@@ -49,8 +52,11 @@ struct TileOut {
 // that walk that region at the same pace as it consumes its own. Streaming
 // (decode) needs this with short rows, where the hardware prefetcher keeps
 // restarting on NR interleaved streams only a few lines long.
+// `xu`, when set (BF16 with V::kUnpackBf16, few tokens), is x permuted into
+// unpack order for columns [0, K / (2 kL) * 2 kL): those go two vectors per load.
 template <class V, DType D, int TM, int NR>
-void tile(TileOut o, const float* x, int64_t ldx, const char* w, int64_t ldw, int64_t K, const char* prefetch) {
+void tile(TileOut o, const float* x, int64_t ldx, const char* w, int64_t ldw, int64_t K, const char* prefetch,
+          const float* xu) {
   using vec = typename V::vec;
   constexpr int kL = V::kLanes;
   constexpr int64_t kStepBytes = NR * kL * elem_size(D);  // weight bytes consumed per k step
@@ -58,6 +64,20 @@ void tile(TileOut o, const float* x, int64_t ldx, const char* w, int64_t ldw, in
   for (int t = 0; t < TM; ++t)
     for (int j = 0; j < NR; ++j) acc[t][j] = V::zero();
   int64_t k = 0;
+  if constexpr (D == DType::BF16 && V::kUnpackBf16 && TM <= kMaxUnpackTokens) {
+    for (; xu && k + 2 * kL <= K; k += 2 * kL) {
+      if (prefetch) {
+        const char* p = prefetch + (k / kL) * kStepBytes;
+        for (int64_t b = 0; b < 2 * kStepBytes; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
+      }
+      vec lo[NR], hi[NR];
+      for (int j = 0; j < NR; ++j) V::unpack_bf16(w + j * ldw, k, &lo[j], &hi[j]);
+      for (int t = 0; t < TM; ++t) {
+        const vec xl = V::loadf(xu + t * ldx + k), xh = V::loadf(xu + t * ldx + k + kL);
+        for (int j = 0; j < NR; ++j) acc[t][j] = V::fmadd(hi[j], xh, V::fmadd(lo[j], xl, acc[t][j]));
+      }
+    }
+  }
   for (; k + kL <= K; k += kL) {
     if (prefetch) {
       const char* p = prefetch + (k / kL) * kStepBytes;
@@ -100,11 +120,11 @@ void tile(TileOut o, const float* x, int64_t ldx, const char* w, int64_t ldw, in
 // the accumulators live in registers.
 template <class V, DType D, int NR, int TM = V::kTM>
 void tile_tokens(int64_t tm, TileOut o, const float* x, int64_t ldx, const char* w, int64_t ldw, int64_t K,
-                 const char* prefetch) {
+                 const char* prefetch, const float* xu) {
   if constexpr (TM > 1) {
-    if (tm < TM) return tile_tokens<V, D, NR, TM - 1>(tm, o, x, ldx, w, ldw, K, prefetch);
+    if (tm < TM) return tile_tokens<V, D, NR, TM - 1>(tm, o, x, ldx, w, ldw, K, prefetch, xu);
   }
-  tile<V, D, TM, NR>(o, x, ldx, w, ldw, K, prefetch);
+  tile<V, D, TM, NR>(o, x, ldx, w, ldw, K, prefetch, xu);
 }
 
 // How far ahead (in tiles of kNR rows) a streaming pass prefetches.
@@ -114,7 +134,7 @@ constexpr int64_t kPrefetchTiles = 4;  // 2..16 measured equal; 0 loses ~30% at 
 // bytes. Tokens outer, rows inner: an input tile stays hot in L1 while every
 // row of the block passes over it.
 template <class V, DType D>
-void rows(const LinearJob& jb, const char* w, int64_t ldw, int64_t r0, int64_t r1) {
+void rows(const LinearJob& jb, const char* w, int64_t ldw, int64_t r0, int64_t r1, const float* xu) {
   const int64_t K = jb.cols;
   // One token tile means every weight byte is read exactly once: a stream.
   const bool streaming = jb.T <= V::kTM;
@@ -127,11 +147,11 @@ void rows(const LinearJob& jb, const char* w, int64_t ldw, int64_t r0, int64_t r
       if (r1 - r >= kNR) {
         // Prefetch hints never fault, so running past the block's end is harmless.
         const char* pf = streaming ? wr + kPrefetchTiles * kNR * ldw : nullptr;
-        tile_tokens<V, D, kNR>(tm, o, x, K, wr, ldw, K, pf);
+        tile_tokens<V, D, kNR>(tm, o, x, K, wr, ldw, K, pf, xu ? xu + t0 * K : nullptr);
         continue;
       }
       for (int64_t j = r; j < r1; ++j, wr += ldw, ++o.y) {  // last 1..3 rows
-        tile_tokens<V, D, 1>(tm, o, x, K, wr, ldw, K, nullptr);
+        tile_tokens<V, D, 1>(tm, o, x, K, wr, ldw, K, nullptr, xu ? xu + t0 * K : nullptr);
         if (o.bias) ++o.bias;
       }
     }
@@ -160,13 +180,20 @@ void linear_rows_blocked(const LinearJob& jb, int64_t r0, int64_t r1) {
   int64_t rb = (384 * 1024 / 4 / (K > 0 ? K : 1)) / kNR * kNR;
   rb = rb < kNR ? kNR : rb > 256 ? 256 : rb;
   float* buf = V::kPrewiden && D != DType::F32 && jb.T > 2 * V::kTM ? thread_scratch(rb * K) : nullptr;
+  // Few BF16 tokens: put x in unpack order once for the whole call.
+  float* xu = nullptr;
+  if (D == DType::BF16 && V::kUnpackBf16 && jb.T <= kMaxUnpackTokens && K >= 2 * V::kLanes) {
+    xu = thread_scratch(jb.T * K);
+    for (int64_t t = 0; t < jb.T; ++t)
+      for (int64_t k = 0; k + 2 * V::kLanes <= K; k += 2 * V::kLanes) V::permute_for_unpack(xu + t * K + k, jb.x + t * K + k);
+  }
   for (int64_t b0 = r0; b0 < r1; b0 += rb) {
     const int64_t b1 = r1 - b0 < rb ? r1 : b0 + rb;
     if (!buf) {
-      rows<V, D>(jb, w + b0 * ldw, ldw, b0, b1);
+      rows<V, D>(jb, w + b0 * ldw, ldw, b0, b1, xu);
     } else {
       widen_rows<V, D>(buf, w + b0 * ldw, ldw, b1 - b0, K);
-      rows<V, DType::F32>(jb, reinterpret_cast<const char*>(buf), K * 4, b0, b1);
+      rows<V, DType::F32>(jb, reinterpret_cast<const char*>(buf), K * 4, b0, b1, nullptr);
     }
   }
 }

@@ -48,6 +48,9 @@ struct Avx2 {
     std::memcpy(tmp, row + elem_size(D) * k, size_t(n) * elem_size(D));
     return load<D>(tmp, 0);
   }
+  static constexpr bool kUnpackBf16 = false;  // see simd_avx512.h; not tried on AVX2
+  static void unpack_bf16(const char*, int64_t, vec*, vec*) {}
+  static void permute_for_unpack(float*, const float*) {}
   static void store(float* dst, vec v) { _mm256_storeu_ps(dst, v); }
   static void store_part(float* dst, vec v, int n) {
     alignas(32) float tmp[8];

@@ -54,6 +54,25 @@ struct Avx512 {
     if constexpr (D == DType::F32) return _mm512_maskz_loadu_ps(first(n), row + 4 * k);
     else return widen(D, _mm256_maskz_loadu_epi16(first(n), row + 2 * k));
   }
+  // BF16 widened 32 at a time: one full-line load, then each 16-bit value
+  // interleaved with a zero (unpacklo/hi) becomes the high half of an f32 lane.
+  // Cheaper than zero-extend + shift per 16 and measured faster when streaming
+  // (35 vs 29-32 GB/s). The lanes come out in unpack order, so x must be put in
+  // that order first (permute_for_unpack).
+  static constexpr bool kUnpackBf16 = true;
+  static void unpack_bf16(const char* row, int64_t k, vec* lo, vec* hi) {
+    const __m512i w = _mm512_loadu_si512(row + 2 * k);
+    *lo = _mm512_castsi512_ps(_mm512_unpacklo_epi16(_mm512_setzero_si512(), w));
+    *hi = _mm512_castsi512_ps(_mm512_unpackhi_epi16(_mm512_setzero_si512(), w));
+  }
+  // dst[0..32) = src[0..32) in unpack order: per 128-bit lane g, unpacklo takes
+  // elements 8g..8g+3 and unpackhi 8g+4..8g+7.
+  static void permute_for_unpack(float* dst, const float* src) {
+    for (int l = 0; l < 16; ++l) {
+      dst[l] = src[(l / 4) * 8 + l % 4];
+      dst[16 + l] = src[(l / 4) * 8 + 4 + l % 4];
+    }
+  }
   static void store(float* dst, vec v) { _mm512_storeu_ps(dst, v); }
   static void store_part(float* dst, vec v, int n) { _mm512_mask_storeu_ps(dst, first(n), v); }
 
