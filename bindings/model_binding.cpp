@@ -3,6 +3,7 @@
 // hold shared_ptrs so a session keeps its model alive.
 #include "bindings/model_binding.h"
 
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -328,21 +329,35 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   return p;
 }
 
-// sampleToken(logits: Float32Array, { temperature, topK, topP }, u) -> number
+// sampleToken(logits: Float32Array, { temperature?, topK?, topP? }, u) -> token id.
+// Absent fields take the defaults of SamplingParams; out-of-range values are
+// rejected here rather than quietly clamped by the kernel.
 Napi::Value SampleToken(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 3 || !info[0].IsTypedArray() ||
       info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array || !info[1].IsObject() || !info[2].IsNumber())
     ThrowCoded(env, "ERR_ARGUMENT", "sampleToken(logits: Float32Array, params, u: number)");
   Napi::Float32Array logits = info[0].As<Napi::Float32Array>();
-  if (logits.ElementLength() == 0) ThrowCoded(env, "ERR_ARGUMENT", "sampleToken: logits are empty");
+  if (logits.ElementLength() == 0) ThrowCoded(env, "ERR_ARGUMENT", "sampleToken: logits must not be empty");
   Napi::Object o = info[1].As<Napi::Object>();
-  dg::SamplingParams p;
-  p.temperature = float(NumberField(o, "temperature"));
-  p.top_k = int32_t(IntField(o, "topK"));
-  p.top_p = float(NumberField(o, "topP"));
+  auto field = [&](const char* key, double fallback) {
+    Napi::Value v = o.Get(key);
+    if (v.IsUndefined()) return fallback;
+    if (!v.IsNumber()) ThrowCoded(env, "ERR_ARGUMENT", std::string("sampleToken: params.") + key + " must be a number");
+    return v.As<Napi::Number>().DoubleValue();
+  };
+  const double temperature = field("temperature", 0.0), top_k = field("topK", 0.0), top_p = field("topP", 1.0);
+  if (!(temperature >= 0 && std::isfinite(temperature)))
+    ThrowCoded(env, "ERR_ARGUMENT", "sampleToken: params.temperature must be a finite number >= 0");
+  if (!(top_k >= 0 && top_k <= 2147483647.0) || top_k != std::floor(top_k))
+    ThrowCoded(env, "ERR_ARGUMENT", "sampleToken: params.topK must be an integer >= 0 (0: off)");
+  if (!(top_p > 0 && top_p <= 1)) ThrowCoded(env, "ERR_ARGUMENT", "sampleToken: params.topP must be in (0, 1] (1: off)");
   const double u = info[2].As<Napi::Number>().DoubleValue();
   if (!(u >= 0 && u < 1)) ThrowCoded(env, "ERR_ARGUMENT", "sampleToken: u must be in [0, 1)");
+  dg::SamplingParams p;
+  p.temperature = float(temperature);
+  p.top_k = int32_t(top_k);
+  p.top_p = float(top_p);
   return Guarded(env, [&] {
     return Napi::Number::New(env, dg::sample_token(logits.Data(), int64_t(logits.ElementLength()), p, u));
   });

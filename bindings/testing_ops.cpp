@@ -245,36 +245,6 @@ Napi::Value Embedding(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// sampleToken(logits, { temperature?, topK?, topP? }, u) -> token id. Absent
-// fields take the kernel defaults (greedy, no top-k, no top-p).
-Napi::Value SampleToken(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto logits = F32Arg(info, 0, "logits");
-  if (logits.ElementLength() == 0) Bad(env, "logits must not be empty");
-  if (info.Length() <= 1 || !info[1].IsObject()) Bad(env, "params must be an object");
-  Napi::Object o = info[1].As<Napi::Object>();
-  dg::SamplingParams p;
-  auto field = [&](const char* key, double fallback) {
-    Napi::Value v = o.Get(key);
-    if (v.IsUndefined()) return fallback;
-    if (!v.IsNumber()) Bad(env, std::string("params.") + key + " must be a number");
-    return v.As<Napi::Number>().DoubleValue();
-  };
-  const double temperature = field("temperature", 0.0), top_k = field("topK", 0.0), top_p = field("topP", 1.0);
-  if (!(temperature >= 0 && std::isfinite(temperature))) Bad(env, "params.temperature must be a finite number >= 0");
-  if (!(top_k >= 0 && top_k <= 2147483647.0) || top_k != std::floor(top_k))
-    Bad(env, "params.topK must be an integer >= 0 (0: off)");
-  if (!(top_p > 0 && top_p <= 1)) Bad(env, "params.topP must be in (0, 1] (1: off)");
-  p.temperature = float(temperature);
-  p.top_k = int32_t(top_k);
-  p.top_p = float(top_p);
-  const double u = NumberArg(info, 2, "u");
-  if (!(u >= 0 && u < 1)) Bad(env, "u must be in [0, 1)");
-  return Guarded(env, [&] {
-    return Napi::Number::New(env, dg::sample_token(logits.Data(), int64_t(logits.ElementLength()), p, u));
-  });
-}
-
 // cpuInfo() -> { avx2, fma, f16c, avx512f, avx512bw, avx512vl, avx512dq, avx512bf16, best, active, threads }
 Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -317,7 +287,6 @@ Napi::Object InitTestingOps(Napi::Env env) {
   o.Set("swiglu", Napi::Function::New(env, SwiGlu, "swiglu"));
   o.Set("addInplace", Napi::Function::New(env, AddInplace, "addInplace"));
   o.Set("embedding", Napi::Function::New(env, Embedding, "embedding"));
-  o.Set("sampleToken", Napi::Function::New(env, SampleToken, "sampleToken"));
   o.Set("cpuInfo", Napi::Function::New(env, CpuInfo, "cpuInfo"));
   o.Set("setIsa", Napi::Function::New(env, SetIsa, "setIsa"));
   return o;

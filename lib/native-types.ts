@@ -68,7 +68,7 @@ export interface NativeAddon {
     tensors: NativeTensorRef[],
     options: { mmap: boolean },
   ): Promise<NativeModel>;
-  sampleToken(logits: Float32Array, params: NativeSamplingParams, u: number): number;
+  sampleToken(logits: Float32Array, params: Partial<NativeSamplingParams>, u: number): number;
   measureBandwidth(bytes: number, repeats: number): Promise<{ readGBps: number; copyGBps: number }>;
   systemInfo(): { isa: string; bestIsa: string; threads: number; avx2: boolean; avx512f: boolean; avx512bf16: boolean };
 }

@@ -42,12 +42,14 @@ interface TestingOps {
   swiglu(gate: Float32Array, up: Float32Array): Float32Array;
   addInplace(y: Float32Array, x: Float32Array): Float32Array;
   embedding(ids: Int32Array, table: Uint8Array, dtype: DType, rows: number, cols: number): Float32Array;
-  sampleToken(logits: Float32Array, params: SamplingOptions, u: number): number;
   cpuInfo(): { best: string; active: string; threads: number; avx2: boolean; avx512f: boolean };
   setIsa(isa: string): void;
 }
 
 const ops = (native() as unknown as { testing: TestingOps }).testing;
+// Sampling is public API: tested through the same entry point generate() uses.
+const sampleToken = native().sampleToken;
+const untypedSample = native().sampleToken as unknown as (...args: unknown[]) => number;
 /** The same functions, for calls with deliberately wrong argument types. */
 const untyped = ops as unknown as Record<string, (...args: unknown[]) => unknown>;
 const TOL = 1e-5;
@@ -547,20 +549,20 @@ test("greedy picks the argmax, lowest index on ties, ignoring NaN", () => {
   const rand = rng(10);
   const logits = randomLogits(1000, rand);
   const argmax = logits.indexOf(Math.max(...logits));
-  for (const u of [0, 0.5, 0.999]) assert.is(ops.sampleToken(logits, { temperature: 0 }, u), argmax);
-  assert.is(ops.sampleToken(Float32Array.from([1, 3, 3, 2]), {}, 0.7), 1);
-  assert.is(ops.sampleToken(Float32Array.from([NaN, 1, NaN, 2, 2]), { temperature: 0 }, 0), 3);
-  assert.is(ops.sampleToken(Float32Array.from([NaN, 5, NaN]), { temperature: 1 }, 0.9), 1);
-  assert.is(ops.sampleToken(Float32Array.from([-Infinity, -Infinity]), { temperature: 1 }, 0.5), 0);
-  assert.is(ops.sampleToken(Float32Array.from([NaN, NaN, NaN]), { temperature: 1, topP: 0.5 }, 0.5), 0);
-  assert.is(ops.sampleToken(Float32Array.from([0, 1, 2]), { temperature: 1e-30 }, 0.999), 2);
+  for (const u of [0, 0.5, 0.999]) assert.is(sampleToken(logits, { temperature: 0 }, u), argmax);
+  assert.is(sampleToken(Float32Array.from([1, 3, 3, 2]), {}, 0.7), 1);
+  assert.is(sampleToken(Float32Array.from([NaN, 1, NaN, 2, 2]), { temperature: 0 }, 0), 3);
+  assert.is(sampleToken(Float32Array.from([NaN, 5, NaN]), { temperature: 1 }, 0.9), 1);
+  assert.is(sampleToken(Float32Array.from([-Infinity, -Infinity]), { temperature: 1 }, 0.5), 0);
+  assert.is(sampleToken(Float32Array.from([NaN, NaN, NaN]), { temperature: 1, topP: 0.5 }, 0.5), 0);
+  assert.is(sampleToken(Float32Array.from([0, 1, 2]), { temperature: 1e-30 }, 0.999), 2);
 });
 
 test("top_k = 1 is greedy for every u", () => {
   const rand = rng(11);
   const logits = randomLogits(500, rand);
-  const greedy = ops.sampleToken(logits, { temperature: 0 }, 0);
-  for (let i = 0; i < 50; i++) assert.is(ops.sampleToken(logits, { temperature: 1.3, topK: 1 }, i / 50), greedy);
+  const greedy = sampleToken(logits, { temperature: 0 }, 0);
+  for (let i = 0; i < 50; i++) assert.is(sampleToken(logits, { temperature: 1.3, topK: 1 }, i / 50), greedy);
 });
 
 test("sampling inverts the CDF exactly as the reference does", () => {
@@ -582,7 +584,7 @@ test("sampling inverts the CDF exactly as the reference does", () => {
       const u = (i + rand()) / 200;
       const ref = sampleReference(logits, p, u);
       if (ref.ambiguous) continue;
-      assert.is(ops.sampleToken(logits, p, u), ref.id, `params ${JSON.stringify(p)} u=${u}`);
+      assert.is(sampleToken(logits, p, u), ref.id, `params ${JSON.stringify(p)} u=${u}`);
       checked++;
     }
   }
@@ -607,7 +609,7 @@ test("top_p never picks a token outside the nucleus", () => {
   assert.ok(nucleus.has(ref.id));
   const seen = new Set<number>();
   for (let i = 0; i < 5000; i++) {
-    const id = ops.sampleToken(logits, p, i / 5000);
+    const id = sampleToken(logits, p, i / 5000);
     assert.ok(nucleus.has(id), `token ${id} outside the nucleus`);
     seen.add(id);
   }
@@ -621,7 +623,7 @@ test("a uniform grid of u reproduces the softmax distribution", () => {
   const total = w.reduce((s, v) => s + v, 0);
   const N = 20000;
   const counts = new Array<number>(logits.length).fill(0);
-  for (let i = 0; i < N; i++) counts[ops.sampleToken(logits, { temperature }, (i + 0.5) / N)]++;
+  for (let i = 0; i < N; i++) counts[sampleToken(logits, { temperature }, (i + 0.5) / N)]++;
   counts.forEach((c, i) => {
     const expected = (N * w[i]) / total;
     assert.ok(Math.abs(c - expected) <= 1.5, `token ${i}: ${c} draws, expected ${expected}`);
@@ -630,13 +632,13 @@ test("a uniform grid of u reproduces the softmax distribution", () => {
 
 test("sampling handles infinite logits and extreme temperatures", () => {
   const inf = Float32Array.from([0, Infinity, 3, Infinity]);
-  assert.is(ops.sampleToken(inf, { temperature: 1 }, 0.2), 1);
-  assert.is(ops.sampleToken(inf, { temperature: 1 }, 0.7), 3);
+  assert.is(sampleToken(inf, { temperature: 1 }, 0.2), 1);
+  assert.is(sampleToken(inf, { temperature: 1 }, 0.7), 3);
   const flat = Float32Array.from([1, 2, 3, -Infinity]);
   // A huge temperature flattens the finite logits to uniform; -inf keeps no mass.
-  assert.is(ops.sampleToken(flat, { temperature: 1e30 }, 0.1), 0);
-  assert.is(ops.sampleToken(flat, { temperature: 1e30 }, 0.5), 1);
-  assert.is(ops.sampleToken(flat, { temperature: 1e30 }, 0.99), 2);
+  assert.is(sampleToken(flat, { temperature: 1e30 }, 0.1), 0);
+  assert.is(sampleToken(flat, { temperature: 1e30 }, 0.5), 1);
+  assert.is(sampleToken(flat, { temperature: 1e30 }, 0.99), 2);
 });
 
 test("sampling a 152k vocabulary matches the reference and is fast", () => {
@@ -649,9 +651,9 @@ test("sampling a 152k vocabulary matches the reference and is fast", () => {
   ]) {
     const u = rand();
     const ref = sampleReference(logits, p, u);
-    if (!ref.ambiguous) assert.is(ops.sampleToken(logits, p, u), ref.id);
+    if (!ref.ambiguous) assert.is(sampleToken(logits, p, u), ref.id);
     const started = performance.now();
-    for (let i = 0; i < 20; i++) ops.sampleToken(logits, p, i / 20);
+    for (let i = 0; i < 20; i++) sampleToken(logits, p, i / 20);
     const ms = (performance.now() - started) / 20;
     assert.ok(ms < 50, `${JSON.stringify(p)}: ${ms.toFixed(2)} ms per draw`);
   }
@@ -659,17 +661,17 @@ test("sampling a 152k vocabulary matches the reference and is fast", () => {
 
 test("sampleToken rejects bad arguments", async () => {
   const l = Float32Array.from([1, 2]);
-  for (const u of [1, -0.1, NaN, Infinity]) await rejects(() => ops.sampleToken(l, {}, u), /u must/);
-  await rejects(() => ops.sampleToken(new Float32Array(0), {}, 0), /empty/);
-  await rejects(() => ops.sampleToken(l, { temperature: NaN }, 0), /temperature/);
-  await rejects(() => ops.sampleToken(l, { temperature: -1 }, 0), /temperature/);
-  await rejects(() => ops.sampleToken(l, { topK: -1 }, 0), /topK/);
-  await rejects(() => ops.sampleToken(l, { topK: 1.5 }, 0), /topK/);
-  await rejects(() => ops.sampleToken(l, { topP: 0 }, 0), /topP/);
-  await rejects(() => ops.sampleToken(l, { topP: 1.5 }, 0), /topP/);
-  await rejects(() => untyped.sampleToken(l, { temperature: "1" }, 0), /temperature/);
-  await rejects(() => untyped.sampleToken(Array.from(l), {}, 0), /logits/);
-  await rejects(() => untyped.sampleToken(l, null, 0), /params/);
+  for (const u of [1, -0.1, NaN, Infinity]) await rejects(() => sampleToken(l, {}, u), /u must/);
+  await rejects(() => sampleToken(new Float32Array(0), {}, 0), /empty/);
+  await rejects(() => sampleToken(l, { temperature: NaN }, 0), /temperature/);
+  await rejects(() => sampleToken(l, { temperature: -1 }, 0), /temperature/);
+  await rejects(() => sampleToken(l, { topK: -1 }, 0), /topK/);
+  await rejects(() => sampleToken(l, { topK: 1.5 }, 0), /topK/);
+  await rejects(() => sampleToken(l, { topP: 0 }, 0), /topP/);
+  await rejects(() => sampleToken(l, { topP: 1.5 }, 0), /topP/);
+  await rejects(() => untypedSample(l, { temperature: "1" }, 0), /temperature/);
+  await rejects(() => untypedSample(Array.from(l), {}, 0), /logits/);
+  await rejects(() => untypedSample(l, null, 0), /params/);
 });
 
 // ---- ISA control --------------------------------------------------------------------
