@@ -1,11 +1,13 @@
 // Addon entry: each binding file registers its own exports.
 #include <napi.h>
 
+#include "bindings/engine_binding.h"
 #include "bindings/model_binding.h"
 #include "bindings/testing_ops.h"
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   dg_bind::InitModel(env, exports);
+  dg_bind::InitEngine(env, exports);
   exports.Set("testing", dg_bind::InitTestingOps(env));
   return exports;
 }

@@ -9,6 +9,24 @@
 namespace dg::detail {
 namespace {
 
+// e^x for x <= 0 (softmax after max subtraction): Cephes expf, ~1 ulp. Inputs
+// below -87.3 are clamped there (result ~1e-38 rather than a denormal or 0).
+template <class V>
+typename V::vec exp_nonpositive(typename V::vec x) {
+  x = V::max(x, V::set1(-87.33654f));
+  const typename V::vec n = V::round(V::mul(x, V::set1(1.44269504088896341f)));
+  typename V::vec r = V::fnmadd(n, V::set1(0.693359375f), x);  // x - n ln2, in two parts
+  r = V::fnmadd(n, V::set1(-2.12194440e-4f), r);
+  typename V::vec p = V::set1(1.9875691500e-4f);
+  p = V::fmadd(p, r, V::set1(1.3981999507e-3f));
+  p = V::fmadd(p, r, V::set1(8.3334519073e-3f));
+  p = V::fmadd(p, r, V::set1(4.1665795894e-2f));
+  p = V::fmadd(p, r, V::set1(1.6666665459e-1f));
+  p = V::fmadd(p, r, V::set1(5.0000001201e-1f));
+  p = V::fmadd(p, V::mul(r, r), V::add(r, V::set1(1.f)));
+  return V::scale_pow2(p, n);
+}
+
 template <class V>
 void attend_row(const AttentionRow& a) {
   using vec = typename V::vec;
@@ -47,12 +65,12 @@ void attend_row(const AttentionRow& a) {
   const vec mv = V::set1(V::reduce_max(m));
   vec sum = V::zero();
   for (j = 0; j + L <= n; j += L) {
-    const vec p = V::exp_nonpositive(V::sub(V::loadf(s + j), mv));
+    const vec p = exp_nonpositive<V>(V::sub(V::loadf(s + j), mv));
     V::store(s + j, p);
     sum = V::add(sum, p);
   }
   if (j < n) {
-    const vec p = V::exp_nonpositive(V::sub(V::loadf_part(s + j, int(n - j), neg_inf), mv));
+    const vec p = exp_nonpositive<V>(V::sub(V::loadf_part(s + j, int(n - j), neg_inf), mv));
     V::storef_part(s + j, p, int(n - j));
     sum = V::add(sum, p);
   }

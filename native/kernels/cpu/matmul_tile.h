@@ -20,13 +20,8 @@
 // load<D>(row_bytes, k) and load_part<D>(row_bytes, k, n) (first n lanes, rest 0)
 // for D in F32/F16/BF16, and store(dst, v) / store_part(dst, v, n) for f32.
 #pragma once
-// GCC 12's AVX-512 headers self-initialize "undefined" vectors (__Y = __Y),
-// which -Wuninitialized reports wherever they are inlined (GCC bug 105593).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// Included after simd_avx2.h / simd_avx512.h, which bring in the intrinsics.
 #include <immintrin.h>
-#pragma GCC diagnostic pop
 
 #include "kernels/cpu/matmul_impl.h"
 

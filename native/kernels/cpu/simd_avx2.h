@@ -77,23 +77,14 @@ struct Avx2 {
     m = _mm_max_ps(m, _mm_movehl_ps(m, m));
     return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
   }
-  // e^x for x <= 0 (softmax after max subtraction), Cephes expf polynomial,
-  // ~1 ulp; 2^n is built in the exponent bits (n >= -126 after the clamp).
-  static vec exp_nonpositive(vec x) {
-    x = _mm256_max_ps(x, set1(-87.33654f));
-    const vec n = _mm256_round_ps(mul(x, set1(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    vec r = _mm256_fnmadd_ps(n, set1(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, set1(-2.12194440e-4f), r);
-    vec p = set1(1.9875691500e-4f);
-    p = fmadd(p, r, set1(1.3981999507e-3f));
-    p = fmadd(p, r, set1(8.3334519073e-3f));
-    p = fmadd(p, r, set1(4.1665795894e-2f));
-    p = fmadd(p, r, set1(1.6666665459e-1f));
-    p = fmadd(p, r, set1(5.0000001201e-1f));
-    p = fmadd(p, mul(r, r), add(r, set1(1.f)));
+  // For exp_nonpositive (attention_simd.h): round to nearest, and v * 2^n
+  // with 2^n built in the exponent bits (valid for n in [-126, 127]).
+  static vec round(vec v) { return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static vec scale_pow2(vec v, vec n) {
     const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return mul(p, _mm256_castsi256_ps(e));
+    return mul(v, _mm256_castsi256_ps(e));
   }
+  static vec fnmadd(vec a, vec b, vec c) { return _mm256_fnmadd_ps(a, b, c); }
 };
 
 }  // namespace

@@ -87,22 +87,10 @@ struct Avx512 {
   static vec mul(vec a, vec b) { return _mm512_mul_ps(a, b); }
   static vec max(vec a, vec b) { return _mm512_max_ps(a, b); }
   static float reduce_max(vec v) { return _mm512_reduce_max_ps(v); }
-  // e^x for x <= 0 (softmax after max subtraction), Cephes expf polynomial,
-  // ~1 ulp; flushes below -87.3 to ~1e-38 rather than denormals.
-  static vec exp_nonpositive(vec x) {
-    x = _mm512_max_ps(x, set1(-87.33654f));
-    const vec n = _mm512_roundscale_ps(mul(x, set1(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    vec r = _mm512_fnmadd_ps(n, set1(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, set1(-2.12194440e-4f), r);
-    vec p = set1(1.9875691500e-4f);
-    p = fmadd(p, r, set1(1.3981999507e-3f));
-    p = fmadd(p, r, set1(8.3334519073e-3f));
-    p = fmadd(p, r, set1(4.1665795894e-2f));
-    p = fmadd(p, r, set1(1.6666665459e-1f));
-    p = fmadd(p, r, set1(5.0000001201e-1f));
-    p = fmadd(p, mul(r, r), add(r, set1(1.f)));
-    return _mm512_scalef_ps(p, n);
-  }
+  // For exp_nonpositive (attention_simd.h): round to nearest, and v * 2^n.
+  static vec round(vec v) { return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static vec scale_pow2(vec v, vec n) { return _mm512_scalef_ps(v, n); }
+  static vec fnmadd(vec a, vec b, vec c) { return _mm512_fnmadd_ps(a, b, c); }
 };
 
 }  // namespace
