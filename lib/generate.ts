@@ -6,7 +6,7 @@ import { z } from "zod";
 import { DeepGuardError } from "./errors.js";
 import { native } from "./native.js";
 import { Random } from "./random.js";
-import type { ModelSession } from "./session.js";
+import type { EvalResult, ModelSession } from "./session.js";
 import type { Tokenizer } from "./tokenizer.js";
 
 export interface SamplingOptions {
@@ -78,10 +78,22 @@ export function resolveGenerateOptions(options: GenerateOptions | undefined): Re
  * same text as one final decode, and never emits half a UTF-8 character.
  */
 export class TextStream {
-  #ids: number[] = [];
+  #ids: number[];
   #prefix = 0;
-  #read = 0;
-  constructor(private readonly tokenizer: Tokenizer) {}
+  #read: number;
+
+  /**
+   * `context`: the last few prompt tokens. Decoding starts in their company, so
+   * decoders that drop a sequence's leading space (SentencePiece "▁") keep the
+   * space before the first generated word; their own text is never emitted.
+   */
+  constructor(
+    private readonly tokenizer: Tokenizer,
+    context: number[] = [],
+  ) {
+    this.#ids = [...context];
+    this.#read = context.length;
+  }
 
   push(id: number): string {
     this.#ids.push(id);
@@ -144,6 +156,8 @@ class StopMatcher {
 }
 
 const PREFILL_CHUNK = 512;
+/** Prompt tokens the text stream decodes along with the generated ones (see TextStream). */
+const TEXT_CONTEXT = 4;
 
 /**
  * Prefills `prompt` into `session` and samples up to maxTokens new tokens,
@@ -159,16 +173,17 @@ export async function* generateTokens(
   const { signal } = opts;
   const rng = new Random(opts.seed);
   const params = { temperature: opts.temperature, topK: opts.topK, topP: opts.topP };
-  const text = tokenizer ? new TextStream(tokenizer) : null;
+  const text = tokenizer ? new TextStream(tokenizer, Array.from(prompt.subarray(-TEXT_CONTEXT))) : null;
   const stops = new StopMatcher(opts.stopStrings);
   const tokens: number[] = [];
   let out = "";
   let finishReason: FinishReason = "maxTokens";
 
   // Prefill in chunks so that an abort takes effect between them on long prompts.
-  let step = await session.eval(prompt.subarray(0, PREFILL_CHUNK), { logits: "last", signal });
-  for (let i = PREFILL_CHUNK; i < prompt.length; i += PREFILL_CHUNK) {
-    step = await session.eval(prompt.subarray(i, i + PREFILL_CHUNK), { logits: "last", signal });
+  let step!: EvalResult;
+  for (let i = 0; i < prompt.length; i += PREFILL_CHUNK) {
+    const last = i + PREFILL_CHUNK >= prompt.length;
+    step = await session.eval(prompt.subarray(i, i + PREFILL_CHUNK), { logits: last ? "last" : "none", signal });
   }
   while (tokens.length < opts.maxTokens) {
     signal?.throwIfAborted();
