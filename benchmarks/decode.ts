@@ -12,8 +12,12 @@
  * passes over 1 GiB) right before and after each run and uses their mean,
  * because on a shared host it drifts by 10-20% over minutes.
  *
+ * Each configuration runs --repeats times (default 3) and the table shows the
+ * run with the median time/bound ratio, with the range over all runs; every run
+ * is kept in the JSON.
+ *
  * Options: --dtype F32|BF16, --weights mmap|read (default: all combinations),
- * --prompt N (512), --tokens N (256). Cache: DEEPGUARD_BENCH_CACHE, default
+ * --prompt N (512), --tokens N (256), --repeats N (3). Cache: DEEPGUARD_BENCH_CACHE, default
  * ~/.cache/deepguard/bench. Writes benchmarks/results/decode.json.
  */
 import { execFileSync } from "node:child_process";
@@ -128,11 +132,13 @@ async function main(): Promise<void> {
       weights: { type: "string" },
       prompt: { type: "string", default: "512" },
       tokens: { type: "string", default: "256" },
+      repeats: { type: "string", default: "3" },
       child: { type: "boolean" },
     },
   });
   const promptLen = positiveInt("prompt", values.prompt!);
   const newTokens = positiveInt("tokens", values.tokens!);
+  const repeats = positiveInt("repeats", values.repeats!);
   const dtypes = oneOf<Dtype>("dtype", values.dtype, ["F32", "BF16"]);
   const modes = oneOf<Weights>("weights", values.weights, ["mmap", "read"]);
   if (values.child) {
@@ -143,34 +149,42 @@ async function main(): Promise<void> {
 
   const sys = native().systemInfo();
   console.log(`CPU: ${cpus()[0]?.model} · ${sys.threads} threads · kernels ${sys.isa}`);
-  const rows: Row[] = [];
+  const runs: Row[] = [];
+  const table: { median: Row; lo: number; hi: number }[] = [];
   for (const dtype of dtypes) {
     for (const weights of modes) {
       const args = ["--child", "--dtype", dtype, "--weights", weights, "--prompt", String(promptLen), "--tokens", String(newTokens)];
-      const before = await native().measureBandwidth(1 << 30, 5);
-      const out = execFileSync(process.execPath, [fileURLToPath(import.meta.url), ...args], {
-        encoding: "utf8",
-        stdio: ["ignore", "pipe", "inherit"],
-      });
-      const after = await native().measureBandwidth(1 << 30, 5);
-      const r: RunResult = JSON.parse(out.trim().split("\n").pop()!);
-      const readGBps = (before.readGBps + after.readGBps) / 2;
-      const bound = (readGBps * 1e9) / r.bytesPerDecodedToken;
-      rows.push({
-        ...r,
-        readGBps,
-        copyGBps: (before.copyGBps + after.copyGBps) / 2,
-        boundTokensPerSecond: bound,
-        ratioToBound: bound / r.decodeTokensPerSecond,
-      });
+      const mine: Row[] = [];
+      for (let rep = 0; rep < repeats; rep++) {
+        const before = await native().measureBandwidth(1 << 30, 5);
+        const out = execFileSync(process.execPath, [fileURLToPath(import.meta.url), ...args], {
+          encoding: "utf8",
+          stdio: ["ignore", "pipe", "inherit"],
+        });
+        const after = await native().measureBandwidth(1 << 30, 5);
+        const r: RunResult = JSON.parse(out.trim().split("\n").pop()!);
+        const readGBps = (before.readGBps + after.readGBps) / 2;
+        const bound = (readGBps * 1e9) / r.bytesPerDecodedToken;
+        mine.push({
+          ...r,
+          readGBps,
+          copyGBps: (before.copyGBps + after.copyGBps) / 2,
+          boundTokensPerSecond: bound,
+          ratioToBound: bound / r.decodeTokensPerSecond,
+        });
+      }
+      runs.push(...mine);
+      const sorted = [...mine].sort((a, b) => a.ratioToBound - b.ratioToBound);
+      table.push({ median: sorted[Math.floor(sorted.length / 2)], lo: sorted[0].ratioToBound, hi: sorted[sorted.length - 1].ratioToBound });
     }
   }
 
-  console.log("\n| dtype | weights | prefill tok/s | decode tok/s | ms/token | read GB/s | bound tok/s | time / bound | peak RSS MiB |");
+  console.log(`\nmedian of ${repeats} run(s) per row; time / bound range over the runs in brackets`);
+  console.log("| dtype | weights | prefill tok/s | decode tok/s | ms/token | read GB/s | bound tok/s | time / bound | peak RSS MiB |");
   console.log("|---|---|---|---|---|---|---|---|---|");
-  for (const r of rows) {
+  for (const { median: r, lo, hi } of table) {
     console.log(
-      `| ${r.dtype} | ${r.weights} | ${r.prefillTokensPerSecond.toFixed(0)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${r.decodeMsPerToken.toFixed(2)} | ${r.readGBps.toFixed(1)} | ${r.boundTokensPerSecond.toFixed(1)} | ${r.ratioToBound.toFixed(2)}x | ${r.peakRssMiB.toFixed(0)} |`,
+      `| ${r.dtype} | ${r.weights} | ${r.prefillTokensPerSecond.toFixed(0)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${r.decodeMsPerToken.toFixed(2)} | ${r.readGBps.toFixed(1)} | ${r.boundTokensPerSecond.toFixed(1)} | ${r.ratioToBound.toFixed(2)}x [${lo.toFixed(2)}-${hi.toFixed(2)}] | ${r.peakRssMiB.toFixed(0)} |`,
     );
   }
   const report = {
@@ -179,8 +193,10 @@ async function main(): Promise<void> {
     cpu: cpus()[0]?.model ?? "unknown",
     threads: sys.threads,
     isa: sys.isa,
-    model: { architecture: "Qwen2ForCausalLM", parameters: rows[0]?.parameters, ...QWEN2_100M },
-    results: rows,
+    model: { architecture: "Qwen2ForCausalLM", parameters: runs[0]?.parameters, ...QWEN2_100M },
+    repeats,
+    medians: table.map((t) => ({ ...t.median, ratioRange: [t.lo, t.hi] })),
+    runs,
   };
   await writeAtomic(join(repoRoot, "benchmarks", "results", "decode.json"), JSON.stringify(report, null, 2) + "\n");
   console.log(`\nwrote benchmarks/results/decode.json`);
