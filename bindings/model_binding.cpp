@@ -205,16 +205,27 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                         InstanceMethod<&NativeModel::Step>("step"),
                         InstanceMethod<&NativeModel::LoadAdapter>("loadAdapter"),
                         InstanceMethod<&NativeModel::UnloadAdapter>("unloadAdapter"),
-                        InstanceMethod<&NativeModel::Info>("info")});
+                        InstanceMethod<&NativeModel::Info>("info"),
+                        InstanceMethod<&NativeModel::Dispose>("dispose")});
   }
   explicit NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info) {}
   std::shared_ptr<Transformer> model;
 
  private:
-  Napi::Value CreateSession(const Napi::CallbackInfo&) {
-    Napi::Object obj = NativeSession::ctor.New({});
+  // The live model; throws ERR_DISPOSED after dispose().
+  const std::shared_ptr<Transformer>& get(Napi::Env env) const {
+    if (!model) ThrowCoded(env, "ERR_DISPOSED", "this model has been disposed");
+    return model;
+  }
+
+  // Drops this handle's reference: the weights are freed once the steps in
+  // flight and the sessions created from it are gone too.
+  void Dispose(const Napi::CallbackInfo&) { model.reset(); }
+
+  Napi::Value CreateSession(const Napi::CallbackInfo& info) {
     // The session holds the model alive: a Session only points at its Transformer.
-    std::shared_ptr<Transformer> m = model;
+    std::shared_ptr<Transformer> m = get(info.Env());
+    Napi::Object obj = NativeSession::ctor.New({});
     NativeSession::Unwrap(obj)->session = std::shared_ptr<Session>(new Session(*m), [m](Session* p) { delete p; });
     return obj;
   }
@@ -226,7 +237,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       ThrowCoded(env, "ERR_ARGUMENT", "step(sessions[], tokens[], options) expects two arrays and an object");
     Napi::Array ss = info[0].As<Napi::Array>(), ts = info[1].As<Napi::Array>();
     if (ss.Length() != ts.Length()) ThrowCoded(env, "ERR_ARGUMENT", "step: one token array per session");
-    auto* w = new StepWorker(env, model);
+    auto* w = new StepWorker(env, get(env));
     std::unique_ptr<StepWorker> guard(w);
     for (uint32_t i = 0; i < ss.Length(); ++i) {
       Napi::Value sv = ss.Get(i), tv = ts.Get(i);
@@ -280,18 +291,18 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     }
     Napi::Array la = layers.As<Napi::Array>();
     for (uint32_t i = 0; i < la.Length(); ++i) spec.layers.push_back(la.Get(i).As<Napi::Number>().Int64Value());
-    auto* w = new AdapterWorker(env, model, std::move(spec), ParseStrings(env, info[1].As<Napi::Array>(), "files"),
+    auto* w = new AdapterWorker(env, get(env), std::move(spec), ParseStrings(env, info[1].As<Napi::Array>(), "files"),
                                 ParseTensors(env, info[2].As<Napi::Array>()));
     Napi::Promise p = w->Promise();
     w->Queue();
     return p;
   }
 
-  void UnloadAdapter(const Napi::CallbackInfo&) { model->set_adapter(nullptr); }
+  void UnloadAdapter(const Napi::CallbackInfo& info) { get(info.Env())->set_adapter(nullptr); }
 
   Napi::Value Info(const Napi::CallbackInfo& info) {
     Napi::Object o = Napi::Object::New(info.Env());
-    const dg::ModelWeights& w = model->weights();
+    const dg::ModelWeights& w = get(info.Env())->weights();
     uint64_t mapped = 0;
     for (const auto& f : w.storage.files) mapped += f->size();
     o.Set("parameterCount", double(w.storage.elements));

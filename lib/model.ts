@@ -149,7 +149,11 @@ export class Model {
 
   /** Detaches the adapter: the base model again. */
   unloadAdapter(): void {
-    this.#engine.unloadAdapter();
+    try {
+      this.#engine.unloadAdapter();
+    } catch (err) {
+      throw wrapNativeError(err);
+    }
     this.#adapter = null;
   }
 
@@ -174,7 +178,21 @@ export class Model {
 
   /** A fresh sequence with its own KV cache for incremental decoding. */
   createSession(): ModelSession {
-    return new ModelSession(this.#engine, this.config);
+    try {
+      return new ModelSession(this.#engine, this.config);
+    } catch (err) {
+      throw wrapNativeError(err);
+    }
+  }
+
+  /**
+   * Releases the model: later calls throw ERR_DISPOSED. The weights are freed
+   * once steps in flight finish and the model's sessions are disposed (or
+   * garbage-collected).
+   */
+  dispose(): void {
+    this.#engine.dispose();
+    this.#adapter = null;
   }
 
   /** Evaluates one new chunk for each session in a single batched native step. */

@@ -53,6 +53,7 @@ export interface NativeModel {
     tensors: NativeTensorRef[],
   ): Promise<void>;
   unloadAdapter(): void;
+  dispose(): void;
 }
 
 export interface NativeSamplingParams {

@@ -103,6 +103,20 @@ test("dispose frees the KV cache; a disposed session refuses work", async () => 
   session.dispose(); // idempotent
 });
 
+test("a disposed model refuses work; its sessions' steps in flight still finish", async () => {
+  const spec = tinySpecs()["llama-f32-untied-mha"];
+  const { model } = await load("dispose-model", spec);
+  const session = model.createSession();
+  const inFlight = session.eval(randomIds(40, spec.vocab, 1));
+  await new Promise((r) => setImmediate(r)); // the step is now queued in native code
+  model.dispose();
+  assert.is((await inFlight).logits.rows, 1);
+  await expectError(() => model.forward([1, 2]), "ERR_DISPOSED", /model has been disposed/);
+  await expectError(() => model.createSession(), "ERR_DISPOSED");
+  await expectError(() => model.unloadAdapter(), "ERR_DISPOSED");
+  model.dispose(); // idempotent
+});
+
 test("a sharded checkpoint equals the unsharded one bit for bit", async () => {
   const spec = tinySpecs()["llama-f32-untied-mha"];
   const one = await load("unsharded", { ...spec, shards: undefined });
