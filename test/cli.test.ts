@@ -80,6 +80,17 @@ test("generate streams text to stdout", async () => {
   assert.is(again.stdout, r.stdout);
 });
 
+test("a reader that closes the pipe early ends the CLI quietly", async () => {
+  const { spawn } = await import("node:child_process");
+  const child = spawn(process.execPath, [cli, "forward", ckpt.dir, "--ids", "1,2,3,4,5,6,7,8", "--json"]);
+  let stderr = "";
+  child.stderr.on("data", (d) => (stderr += d));
+  child.stdout.once("data", () => child.stdout.destroy()); // like `| head -c 100`
+  const code = await new Promise<number | null>((r) => child.on("close", (c) => r(c)));
+  assert.is(stderr, "", stderr);
+  assert.is(code, 0);
+});
+
 test("bad usage exits 2 with a message; runtime errors exit 1 with the code", async () => {
   const cases: [string[], number, RegExp][] = [
     [[], 2, /usage:/],

@@ -124,4 +124,11 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+// A reader that stops early (`deepguard forward ... | head`) closes the pipe:
+// that is the end of the output, not a crash.
+process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+  if (err.code === "EPIPE") process.exit(process.exitCode ?? 0);
+  throw err;
+});
+
 process.exitCode = await main(process.argv.slice(2));
