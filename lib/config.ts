@@ -144,20 +144,42 @@ export function parseModelConfig(json: unknown, where = "config.json"): ModelCon
   };
 }
 
-export async function readModelConfig(path: string): Promise<ModelConfig> {
+/** Parsed JSON of a file, or undefined when it does not exist and `optional`. */
+async function readJsonFile(path: string, optional: boolean): Promise<unknown> {
   let text: string;
   try {
     text = await readFile(path, "utf8");
   } catch (err) {
+    if (optional && (err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw new DeepGuardError("ERR_CONFIG", `cannot read ${path}: ${(err as Error).message}`, { cause: err });
   }
-  let json: unknown;
   try {
-    json = JSON.parse(text);
+    return JSON.parse(text);
   } catch (err) {
     throw new DeepGuardError("ERR_CONFIG", `${path} is not valid JSON: ${(err as Error).message}`, { cause: err });
   }
-  return parseModelConfig(json, path);
+}
+
+export async function readModelConfig(path: string): Promise<ModelConfig> {
+  return parseModelConfig(await readJsonFile(path, false), path);
+}
+
+const generationConfigSchema = z.object({ eos_token_id: tokenIds.optional() }).loose();
+
+/**
+ * End-of-sequence ids from generation_config.json, which HF generate() stops on
+ * (instruct models list e.g. <|im_end|> only there); [] when the file is absent.
+ */
+export async function readGenerationEosIds(path: string): Promise<number[]> {
+  const json = await readJsonFile(path, true);
+  if (json === undefined) return [];
+  const parsed = generationConfigSchema.safeParse(json);
+  if (!parsed.success) {
+    const i = parsed.error.issues[0];
+    fail(path, `field "${i.path.join(".") || "(root)"}": ${i.message}`);
+  }
+  const eos = parsed.data.eos_token_id;
+  return eos == null ? [] : Array.isArray(eos) ? eos : [eos];
 }
 
 export function toNativeConfig(c: ModelConfig): NativeModelConfig {

@@ -10,7 +10,7 @@ import { stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { readAdapter, type AdapterInfo } from "./adapter.js";
 import { locateCheckpoint } from "./checkpoint.js";
-import { readModelConfig, toNativeConfig, type ModelConfig } from "./config.js";
+import { readGenerationEosIds, readModelConfig, toNativeConfig, type ModelConfig } from "./config.js";
 import { DeepGuardError, wrapNativeError } from "./errors.js";
 import {
   generateTokens,
@@ -71,14 +71,27 @@ export class Model {
   readonly #eos: ReadonlySet<number>;
   #adapter: AdapterInfo | null = null;
 
-  private constructor(config: ModelConfig, tokenizer: Tokenizer | null, engine: NativeModel, info: ModelInfo) {
+  private constructor(
+    config: ModelConfig,
+    tokenizer: Tokenizer | null,
+    engine: NativeModel,
+    info: ModelInfo,
+    generationEos: number[],
+  ) {
     this.config = config;
     this.tokenizer = tokenizer;
     this.#engine = engine;
     this.info = info;
-    const eos = new Set(config.eosTokenIds);
+    // Generation stops at any end-of-sequence id that config.json,
+    // generation_config.json or the tokenizer names.
+    const eos = new Set([...config.eosTokenIds, ...generationEos]);
     if (tokenizer?.eosTokenId != null) eos.add(tokenizer.eosTokenId);
     this.#eos = eos;
+  }
+
+  /** The token ids generation stops at (see GenerateOptions.stopOnEos). */
+  get eosTokenIds(): number[] {
+    return [...this.#eos].sort((a, b) => a - b);
   }
 
   /** Loads a checkpoint directory (config.json, safetensors weights, optional tokenizer). */
@@ -93,6 +106,7 @@ export class Model {
     const mmap = options.mmap ?? true;
     if (typeof mmap !== "boolean") throw new DeepGuardError("ERR_ARGUMENT", `Model.load option "mmap" must be a boolean`);
     const config = await readModelConfig(join(dir, "config.json"));
+    const generationEos = await readGenerationEosIds(join(dir, "generation_config.json"));
     const files = await locateCheckpoint(dir);
     const tokenizer = await Tokenizer.fromDirectory(dir);
     options.signal?.throwIfAborted();
@@ -119,7 +133,7 @@ export class Model {
       tieWordEmbeddings: config.tieWordEmbeddings,
       tokenizer: tokenizer !== null,
     };
-    return new Model(config, tokenizer, engine, info);
+    return new Model(config, tokenizer, engine, info, generationEos);
   }
 
   /** The attached LoRA adapter, if any. */

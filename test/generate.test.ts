@@ -101,6 +101,19 @@ test("the model's eos token ends generation", async () => {
   assert.is(r2.tokens.length, 5);
 });
 
+test("generation_config.json's eos ids stop generation too; a bad one is named", async () => {
+  const first = (await model.complete(prompt, { maxTokens: 1, stopOnEos: false })).tokens[0];
+  const dir = join(root, "gen-eos");
+  await makeTinyCheckpoint(dir, spec);
+  await writeFile(join(dir, "generation_config.json"), JSON.stringify({ eos_token_id: [first, 3], do_sample: false }));
+  const m = await Model.load(dir);
+  assert.ok(m.eosTokenIds.includes(first) && m.eosTokenIds.includes(3));
+  const r = await m.complete(prompt, { maxTokens: 5 });
+  assert.is(r.finishReason, "eos");
+  await writeFile(join(dir, "generation_config.json"), JSON.stringify({ eos_token_id: "x" }));
+  await expectError(() => Model.load(dir), "ERR_CONFIG", /generation_config\.json: field "eos_token_id"/);
+});
+
 test("AbortSignal stops a running generation with an AbortError", async () => {
   const ac = new AbortController();
   let seen = 0;
