@@ -3,8 +3,8 @@
  * top-k, top-p, seeded), stop strings, EOS, max tokens and AbortSignal.
  */
 import { z } from "zod";
-import { DeepGuardError } from "./errors.js";
 import { native } from "./native.js";
+import { parseOptions, signalSchema } from "./options.js";
 import { Random } from "./random.js";
 import type { EvalResult, ModelSession } from "./session.js";
 import type { Tokenizer } from "./tokenizer.js";
@@ -55,21 +55,15 @@ const generateOptionsSchema = z
     maxTokens: z.number().int().positive().max(1_000_000).default(256),
     stopStrings: z.array(z.string().min(1)).default([]),
     stopOnEos: z.boolean().default(true),
-    signal: z.instanceof(AbortSignal).optional(),
+    signal: signalSchema,
   })
   .strict();
 
 export type ResolvedGenerateOptions = z.output<typeof generateOptionsSchema> & { seed: number };
 
 export function resolveGenerateOptions(options: GenerateOptions | undefined): ResolvedGenerateOptions {
-  const parsed = generateOptionsSchema.safeParse(options ?? {});
-  if (!parsed.success) {
-    const i = parsed.error.issues[0];
-    const field = i.path.join(".") || "options";
-    throw new DeepGuardError("ERR_ARGUMENT", `generate option "${field}": ${i.message}`);
-  }
-  const seed = parsed.data.seed ?? Math.floor(Math.random() * 2 ** 32);
-  return { ...parsed.data, seed };
+  const parsed = parseOptions(generateOptionsSchema, options, "generate");
+  return { ...parsed, seed: parsed.seed ?? Math.floor(Math.random() * 2 ** 32) };
 }
 
 /**

@@ -20,7 +20,9 @@ import {
   type GenerationResult,
 } from "./generate.js";
 import { native } from "./native.js";
+import { parseOptions, signalSchema } from "./options.js";
 import type { NativeModel } from "./native-types.js";
+import { z } from "zod";
 import { evalBatch, ModelSession, toTokenArray, type EvalOptions, type EvalResult } from "./session.js";
 import { Tokenizer } from "./tokenizer.js";
 
@@ -62,6 +64,8 @@ export interface ForwardResult extends EvalResult {
   tokens: Int32Array;
 }
 
+const loadOptionsSchema = z.object({ mmap: z.boolean().default(true), signal: signalSchema }).strict();
+
 export class Model {
   readonly config: ModelConfig;
   /** null when the checkpoint has no tokenizer.json: text APIs then throw, id APIs work. */
@@ -95,21 +99,20 @@ export class Model {
   }
 
   /** Loads a checkpoint directory (config.json, safetensors weights, optional tokenizer). */
-  static async load(directory: string, options: LoadOptions = {}): Promise<Model> {
+  static async load(directory: string, options?: LoadOptions): Promise<Model> {
     if (typeof directory !== "string" || directory.length === 0) {
       throw new DeepGuardError("ERR_ARGUMENT", "Model.load needs a checkpoint directory path");
     }
+    const { mmap, signal } = parseOptions(loadOptionsSchema, options, "Model.load");
     const dir = resolve(directory);
     const st = await stat(dir).catch(() => null);
     if (!st?.isDirectory()) throw new DeepGuardError("ERR_CHECKPOINT", `${dir} is not a directory`);
-    options.signal?.throwIfAborted();
-    const mmap = options.mmap ?? true;
-    if (typeof mmap !== "boolean") throw new DeepGuardError("ERR_ARGUMENT", `Model.load option "mmap" must be a boolean`);
+    signal?.throwIfAborted();
     const config = await readModelConfig(join(dir, "config.json"));
     const generationEos = await readGenerationEosIds(join(dir, "generation_config.json"));
     const files = await locateCheckpoint(dir);
     const tokenizer = await Tokenizer.fromDirectory(dir);
-    options.signal?.throwIfAborted();
+    signal?.throwIfAborted();
     let engine: NativeModel;
     try {
       engine = await native().loadModel(toNativeConfig(config), files.files, files.tensors, { mmap });

@@ -3,8 +3,10 @@
  * each eval() only computes the new tokens. Calls on one session are queued; many
  * sessions may share one Model and run concurrently (and be batched together).
  */
+import { z } from "zod";
 import { DeepGuardError, wrapNativeError } from "./errors.js";
 import type { NativeModel, NativeSession } from "./native-types.js";
+import { parseOptions, signalSchema } from "./options.js";
 import { Matrix } from "./tensor.js";
 
 /** Which of the L+1 hidden states (HF output_hidden_states order) to return; negatives count from the end (-1 = final norm). */
@@ -31,6 +33,15 @@ interface EngineShape {
   hiddenSize: number;
   numLayers: number;
 }
+
+const evalOptionsSchema = z
+  .object({
+    logits: z.enum(["all", "last", "none"]).default("last"),
+    hiddenStates: z.union([z.literal("all"), z.literal("none"), z.array(z.number())]).optional(),
+    adapter: z.boolean().default(true),
+    signal: signalSchema,
+  })
+  .strict();
 
 /** Resolves a selection to ascending unique indices in [0, L]. */
 export function resolveHiddenStates(sel: HiddenStateSelection | undefined, numLayers: number): number[] {
@@ -134,15 +145,10 @@ export async function evalBatch(
   items: readonly { session: ModelSession; tokens: ArrayLike<number> }[],
   options: EvalOptions,
 ): Promise<EvalResult[]> {
-  options.signal?.throwIfAborted();
-  const logits = options.logits ?? "last";
-  if (logits !== "all" && logits !== "last" && logits !== "none") {
-    throw new DeepGuardError("ERR_ARGUMENT", `logits must be "all", "last" or "none", got ${String(logits)}`);
-  }
-  const capture = resolveHiddenStates(options.hiddenStates, shape.numLayers);
-  const adapter = options.adapter ?? true;
-  if (typeof adapter !== "boolean") throw new DeepGuardError("ERR_ARGUMENT", `adapter must be a boolean, got ${String(adapter)}`);
-  if (items.length === 0) throw new DeepGuardError("ERR_ARGUMENT", "evalBatch needs at least one session");
+  const { logits, hiddenStates, adapter, signal } = parseOptions(evalOptionsSchema, options, "eval");
+  signal?.throwIfAborted();
+  const capture = resolveHiddenStates(hiddenStates, shape.numLayers);
+  if (!Array.isArray(items) || items.length === 0) throw new DeepGuardError("ERR_ARGUMENT", "evalBatch needs at least one session");
   if (new Set(items.map((i) => i.session)).size !== items.length) {
     throw new DeepGuardError("ERR_ARGUMENT", "a session appears twice in one batch");
   }
@@ -153,7 +159,7 @@ export async function evalBatch(
   // sessions are ordered the same way in each queue and cannot deadlock.
   const releases = await Promise.all(items.map((it) => it.session.queue.acquire()));
   try {
-    options.signal?.throwIfAborted();
+    signal?.throwIfAborted();
     let out;
     try {
       out = await engine.step(items.map((i) => i.session.native), tokens, { logits, capture, adapter });

@@ -139,7 +139,10 @@ test("weights read into memory (mmap: false) give the same results as mapped one
   const b = await inMemory.forward(ids, { hiddenStates: "all" });
   assert.equal(Array.from(b.logits.data), Array.from(a.logits.data));
   assert.is(inMemory.info.parameterCount, model.info.parameterCount);
-  await expectError(() => Model.load(ckpt.dir, { mmap: "no" as unknown as boolean }), "ERR_ARGUMENT", /"mmap"/);
+  await expectError(() => Model.load(ckpt.dir, { mmap: "no" as unknown as boolean }), "ERR_ARGUMENT", /option "mmap"/);
+  await expectError(() => Model.load(ckpt.dir, { mmapp: false } as never), "ERR_ARGUMENT", /mmapp/);
+  await expectError(() => model.forward([1], { logits: "first" as never }), "ERR_ARGUMENT", /eval option "logits"/);
+  await expectError(() => model.evalBatch(null as never), "ERR_ARGUMENT", /at least one session/);
 });
 
 test("one batched decode step equals separate steps per sequence", async () => {
