@@ -10,7 +10,10 @@ import type { NativeModelConfig } from "./native-types.js";
 export const SUPPORTED_ARCHITECTURES = ["LlamaForCausalLM", "Qwen2ForCausalLM"] as const;
 export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
-const positiveInt = z.number().int().positive();
+// Sizes index int32 arrays in the engine: capping each at 2^31 - 1 (and the
+// head-width products below) keeps every product of sizes far from overflow.
+export const MAX_SIZE = 2 ** 31 - 1;
+const positiveInt = z.number().int().positive().max(MAX_SIZE);
 const tokenIds = z.union([z.number().int().nonnegative(), z.array(z.number().int().nonnegative()), z.null()]);
 
 const ropeScalingSchema = z
@@ -109,6 +112,9 @@ export function parseModelConfig(json: unknown, where = "config.json"): ModelCon
   }
   const headDim = c.head_dim ?? c.hidden_size / numHeads;
   if (headDim % 2 !== 0) fail(where, `head dimension ${headDim} must be even for rotary embeddings`);
+  if (numHeads * headDim > MAX_SIZE) {
+    fail(where, `num_attention_heads x head_dim = ${numHeads * headDim} exceeds ${MAX_SIZE}`);
+  }
 
   let ropeLinearFactor = 1;
   if (c.rope_scaling) {

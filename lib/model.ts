@@ -218,10 +218,17 @@ export class Model {
   }
 
   /** Full forward pass over `input` (ids or text): logits and the chosen hidden states. */
-  async forward(input: string | ArrayLike<number>, options: ForwardOptions = {}): Promise<ForwardResult> {
+  async forward(input: string | ArrayLike<number>, options?: ForwardOptions): Promise<ForwardResult> {
     const tokens = this.#toIds(input);
-    const result = await this.createSession().eval(tokens, { ...options, logits: options.logits ?? "all" });
-    return { ...result, tokens };
+    const opts = options ?? {};
+    // Non-objects go to eval() unchanged, whose validation names the problem.
+    const evalOptions = typeof opts === "object" ? { ...opts, logits: opts.logits ?? "all" } : opts;
+    const session = this.createSession();
+    try {
+      return { ...(await session.eval(tokens, evalOptions as EvalOptions)), tokens };
+    } finally {
+      session.dispose();
+    }
   }
 
   /** Streams generated text; the generator's return value is the full GenerationResult. */

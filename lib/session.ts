@@ -61,17 +61,31 @@ export function resolveHiddenStates(sel: HiddenStateSelection | undefined, numLa
   return [...out].sort((a, b) => a - b);
 }
 
+/** The most tokens one call accepts (far beyond any context window; bounds the copy). */
+export const MAX_TOKENS_PER_CALL = 2 ** 24;
+
+/** A short, safe description of any value for an error message. */
+export function describe(v: unknown): string {
+  if (typeof v === "string") return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}...` : v);
+  if (v === null || typeof v !== "object") return String(v);
+  return Object.prototype.toString.call(v);
+}
+
 /** Copies ids into an Int32Array, rejecting anything that is not a valid token id. */
 export function toTokenArray(tokens: ArrayLike<number>, vocabSize: number, what = "tokens"): Int32Array {
   if (tokens === null || typeof tokens !== "object" || typeof tokens.length !== "number") {
     throw new DeepGuardError("ERR_ARGUMENT", `${what} must be an array of token ids`);
   }
-  if (tokens.length === 0) throw new DeepGuardError("ERR_ARGUMENT", `${what} is empty`);
-  const out = new Int32Array(tokens.length);
-  for (let i = 0; i < tokens.length; i++) {
+  const n = tokens.length;
+  if (!Number.isSafeInteger(n) || n < 0 || n > MAX_TOKENS_PER_CALL) {
+    throw new DeepGuardError("ERR_ARGUMENT", `${what} has length ${describe(n)}; at most ${MAX_TOKENS_PER_CALL} tokens per call`);
+  }
+  if (n === 0) throw new DeepGuardError("ERR_ARGUMENT", `${what} is empty`);
+  const out = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
     const id = tokens[i];
     if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
-      throw new DeepGuardError("ERR_TOKEN_ID", `${what}[${i}] = ${String(id)} is not a token id in [0, ${vocabSize})`);
+      throw new DeepGuardError("ERR_TOKEN_ID", `${what}[${i}] = ${describe(id)} is not a token id in [0, ${vocabSize})`);
     }
     out[i] = id;
   }
@@ -129,7 +143,7 @@ export class ModelSession {
     const release = await this.queue.acquire();
     try {
       if (!Number.isInteger(n) || n < 0 || n > this.length) {
-        throw new DeepGuardError("ERR_ARGUMENT", `truncate(${String(n)}): must be an integer in [0, ${this.length}]`);
+        throw new DeepGuardError("ERR_ARGUMENT", `truncate(${describe(n)}): must be an integer in [0, ${this.length}]`);
       }
       this.native.truncate(n);
     } finally {
@@ -149,6 +163,13 @@ export async function evalBatch(
   signal?.throwIfAborted();
   const capture = resolveHiddenStates(hiddenStates, shape.numLayers);
   if (!Array.isArray(items) || items.length === 0) throw new DeepGuardError("ERR_ARGUMENT", "evalBatch needs at least one session");
+  // Everything is checked before any session's lock is taken: a bad item must
+  // not leave the good ones locked.
+  items.forEach((it, i) => {
+    if (it === null || typeof it !== "object" || !(it.session instanceof ModelSession)) {
+      throw new DeepGuardError("ERR_ARGUMENT", `batch[${i}] must be { session: ModelSession, tokens }`);
+    }
+  });
   if (new Set(items.map((i) => i.session)).size !== items.length) {
     throw new DeepGuardError("ERR_ARGUMENT", "a session appears twice in one batch");
   }

@@ -59,8 +59,18 @@ export class Tokenizer {
   }
 
   decode(ids: ArrayLike<number>, options: DecodeOptions = {}): string {
-    if (ids.length === 0) return ""; // @huggingface/tokenizers throws on an empty list
-    return this.#hf.decode(Array.from(ids), { skip_special_tokens: options.skipSpecialTokens ?? false });
+    if (ids === null || typeof ids !== "object" || !Number.isSafeInteger(ids.length) || ids.length < 0) {
+      throw new DeepGuardError("ERR_ARGUMENT", "decode() needs an array of token ids");
+    }
+    const list = Array.from(ids);
+    const bad = list.findIndex((id) => !Number.isInteger(id) || id < 0);
+    if (bad >= 0) throw new DeepGuardError("ERR_TOKEN_ID", `decode(): ids[${bad}] is not a token id`);
+    if (list.length === 0) return ""; // @huggingface/tokenizers throws on an empty list
+    try {
+      return this.#hf.decode(list, { skip_special_tokens: options?.skipSpecialTokens ?? false });
+    } catch (err) {
+      throw new DeepGuardError("ERR_TOKENIZER", `decode() failed: ${(err as Error).message}`, { cause: err });
+    }
   }
 
   /** Number of entries in the vocabulary, added tokens included. */
