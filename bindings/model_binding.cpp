@@ -68,8 +68,13 @@ dg::ModelConfig ParseConfig(const Napi::Object& o) {
   c.intermediate = IntField(o, "intermediateSize");
   c.vocab = IntField(o, "vocabSize");
   c.rms_eps = float(NumberField(o, "rmsNormEps"));
-  c.rope_theta = NumberField(o, "ropeTheta");
-  c.rope_position_scale = 1.0 / NumberField(o, "ropeLinearFactor");
+  Napi::Value inv_freq = o.Get("ropeInvFreq");
+  if (!inv_freq.IsArray()) ThrowCoded(o.Env(), "ERR_ARGUMENT", "field ropeInvFreq must be an array of numbers");
+  Napi::Array fa = inv_freq.As<Napi::Array>();
+  for (uint32_t i = 0; i < fa.Length(); ++i) {
+    if (!fa.Get(i).IsNumber()) ThrowCoded(o.Env(), "ERR_ARGUMENT", "field ropeInvFreq must be an array of numbers");
+    c.rope_inv_freq.push_back(float(fa.Get(i).As<Napi::Number>().DoubleValue()));
+  }
   c.tie_embeddings = BoolField(o, "tieWordEmbeddings");
   c.qkv_bias = BoolField(o, "qkvBias");
   c.o_bias = BoolField(o, "oBias");

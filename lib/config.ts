@@ -6,6 +6,7 @@ import { readFile } from "node:fs/promises";
 import { z } from "zod";
 import { DeepGuardError } from "./errors.js";
 import type { NativeModelConfig } from "./native-types.js";
+import { parseRopeScaling, ropeInverseFrequencies, type RopeScaling } from "./rope.js";
 
 export const SUPPORTED_ARCHITECTURES = ["LlamaForCausalLM", "Qwen2ForCausalLM"] as const;
 export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
@@ -14,6 +15,7 @@ export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 // head-width products below) keeps every product of sizes far from overflow.
 export const MAX_SIZE = 2 ** 31 - 1;
 const positiveInt = z.number().int().positive().max(MAX_SIZE);
+export const MAX_HEAD_DIM = 65536;
 const tokenIds = z.union([z.number().int().nonnegative(), z.array(z.number().int().nonnegative()), z.null()]);
 
 const ropeScalingSchema = z
@@ -65,8 +67,8 @@ export interface ModelConfig {
   vocabSize: number;
   rmsNormEps: number;
   ropeTheta: number;
-  /** rope_scaling {type: "linear", factor}: positions are divided by this; 1 = none. */
-  ropeLinearFactor: number;
+  /** rope_scaling ("linear" or "llama3"); null = plain RoPE. */
+  ropeScaling: RopeScaling | null;
   tieWordEmbeddings: boolean;
   maxPositionEmbeddings: number;
   attentionBias: boolean;
@@ -112,20 +114,14 @@ export function parseModelConfig(json: unknown, where = "config.json"): ModelCon
   }
   const headDim = c.head_dim ?? c.hidden_size / numHeads;
   if (headDim % 2 !== 0) fail(where, `head dimension ${headDim} must be even for rotary embeddings`);
+  // Real RoPE head dims are <= 512; the bound keeps the frequency table that
+  // is built before the weights' shapes are checked small.
+  if (headDim > MAX_HEAD_DIM) fail(where, `head dimension ${headDim} exceeds ${MAX_HEAD_DIM}`);
   if (numHeads * headDim > MAX_SIZE) {
     fail(where, `num_attention_heads x head_dim = ${numHeads * headDim} exceeds ${MAX_SIZE}`);
   }
 
-  let ropeLinearFactor = 1;
-  if (c.rope_scaling) {
-    const kind = c.rope_scaling.rope_type ?? c.rope_scaling.type;
-    if (kind === "linear") {
-      if (c.rope_scaling.factor === undefined) fail(where, `field "rope_scaling.factor" is required for type "linear"`);
-      ropeLinearFactor = c.rope_scaling.factor;
-    } else if (kind !== "default") {
-      fail(where, `field "rope_scaling": type "${kind}" is not supported (supported: "linear")`);
-    }
-  }
+  const ropeScaling = parseRopeScaling(c.rope_scaling, where);
   const eos = c.eos_token_id;
   return {
     architecture: architecture as Architecture,
@@ -139,7 +135,7 @@ export function parseModelConfig(json: unknown, where = "config.json"): ModelCon
     vocabSize: c.vocab_size,
     rmsNormEps: c.rms_norm_eps ?? 1e-6,
     ropeTheta: c.rope_theta ?? 10000,
-    ropeLinearFactor,
+    ropeScaling,
     tieWordEmbeddings: c.tie_word_embeddings ?? false,
     maxPositionEmbeddings: c.max_position_embeddings ?? (isQwen2 ? 32768 : 2048),
     attentionBias: isQwen2 ? true : (c.attention_bias ?? false),
@@ -200,8 +196,7 @@ export function toNativeConfig(c: ModelConfig): NativeModelConfig {
     intermediateSize: c.intermediateSize,
     vocabSize: c.vocabSize,
     rmsNormEps: c.rmsNormEps,
-    ropeTheta: c.ropeTheta,
-    ropeLinearFactor: c.ropeLinearFactor,
+    ropeInvFreq: ropeInverseFrequencies(c.ropeTheta, c.headDim, c.ropeScaling),
     tieWordEmbeddings: c.tieWordEmbeddings,
     qkvBias: isQwen2 || c.attentionBias,
     oBias: !isQwen2 && c.attentionBias,

@@ -10,8 +10,8 @@ export interface NativeModelConfig {
   intermediateSize: number;
   vocabSize: number;
   rmsNormEps: number;
-  ropeTheta: number;
-  ropeLinearFactor: number;
+  /** [headDim / 2] rotary inverse frequencies, scaling already applied (lib/rope.ts). */
+  ropeInvFreq: number[];
   tieWordEmbeddings: boolean;
   qkvBias: boolean;
   oBias: boolean;

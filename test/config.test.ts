@@ -18,7 +18,7 @@ test("HF defaults are applied like LlamaConfig / Qwen2Config", () => {
   assert.is(c.headDim, 16);
   assert.is(c.rmsNormEps, 1e-6);
   assert.is(c.ropeTheta, 10000);
-  assert.is(c.ropeLinearFactor, 1);
+  assert.is(c.ropeScaling, null);
   assert.is(c.tieWordEmbeddings, false);
   assert.is(c.maxPositionEmbeddings, 2048);
   assert.is(c.attentionBias, false);
@@ -39,12 +39,21 @@ test("explicit fields win: GQA, head_dim, linear rope scaling, eos lists", () =>
   });
   assert.is(c.numKvHeads, 2);
   assert.is(c.headDim, 32);
-  assert.is(c.ropeLinearFactor, 4);
+  assert.equal(c.ropeScaling, { type: "linear", factor: 4 });
   assert.is(c.ropeTheta, 100000);
   assert.equal(c.eosTokenIds, [5, 6]);
   assert.is(c.tieWordEmbeddings, true);
-  assert.is(parseModelConfig({ ...base, rope_scaling: { rope_type: "linear", factor: 2 } }).ropeLinearFactor, 2);
-  assert.is(parseModelConfig({ ...base, rope_scaling: null }).ropeLinearFactor, 1);
+  assert.equal(parseModelConfig({ ...base, rope_scaling: { rope_type: "linear", factor: 2 } }).ropeScaling, { type: "linear", factor: 2 });
+  assert.is(parseModelConfig({ ...base, rope_scaling: null }).ropeScaling, null);
+  assert.is(parseModelConfig({ ...base, rope_scaling: { rope_type: "default" } }).ropeScaling, null);
+  const llama3 = { rope_type: "llama3", factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
+  assert.equal(parseModelConfig({ ...base, rope_scaling: llama3 }).ropeScaling, {
+    type: "llama3",
+    factor: 8,
+    lowFreqFactor: 1,
+    highFreqFactor: 4,
+    originalMaxPositionEmbeddings: 8192,
+  });
 });
 
 const bad: [string, Record<string, unknown>, RegExp][] = [
@@ -57,8 +66,19 @@ const bad: [string, Record<string, unknown>, RegExp][] = [
   ["kv heads not dividing", { ...base, num_key_value_heads: 3 }, /num_key_value_heads/],
   ["hidden not divisible", { ...base, hidden_size: 66 }, /not divisible by num_attention_heads/],
   ["odd head dim", { ...base, head_dim: 15 }, /must be even/],
+  ["absurd head dim", { ...base, head_dim: 2 ** 30 }, /head dimension 1073741824 exceeds 65536/],
   ["yarn scaling", { ...base, rope_scaling: { type: "yarn", factor: 4 } }, /type "yarn" is not supported/],
-  ["linear without factor", { ...base, rope_scaling: { type: "linear" } }, /rope_scaling\.factor/],
+  ["linear without factor", { ...base, rope_scaling: { type: "linear" } }, /rope_scaling\.factor" is required/],
+  [
+    "llama3 without low_freq_factor",
+    { ...base, rope_scaling: { rope_type: "llama3", factor: 8, high_freq_factor: 4, original_max_position_embeddings: 64 } },
+    /rope_scaling\.low_freq_factor" is required for type "llama3"/,
+  ],
+  [
+    "llama3 with high <= low",
+    { ...base, rope_scaling: { rope_type: "llama3", factor: 8, low_freq_factor: 4, high_freq_factor: 4, original_max_position_embeddings: 64 } },
+    /high_freq_factor" must exceed/,
+  ],
   ["gelu", { ...base, hidden_act: "gelu" }, /hidden_act/],
   ["sliding window", { ...base, architectures: ["Qwen2ForCausalLM"], use_sliding_window: true }, /use_sliding_window/],
   ["zero eps", { ...base, rms_norm_eps: 0 }, /field "rms_norm_eps"/],

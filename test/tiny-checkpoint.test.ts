@@ -93,7 +93,18 @@ for (const [name, spec] of Object.entries(tinySpecs())) {
     if (spec.arch === "qwen2") assert.is(config.use_sliding_window, false);
     else assert.is(config.attention_bias, spec.attentionBias ?? false);
     if (spec.ropeScaling)
-      assert.equal(config.rope_scaling, { factor: spec.ropeScaling.factor, rope_type: "linear", type: "linear" });
+      assert.equal(
+        config.rope_scaling,
+        spec.ropeScaling.type === "linear"
+          ? { factor: spec.ropeScaling.factor, rope_type: "linear", type: "linear" }
+          : {
+              factor: spec.ropeScaling.factor,
+              high_freq_factor: spec.ropeScaling.highFreqFactor,
+              low_freq_factor: spec.ropeScaling.lowFreqFactor,
+              original_max_position_embeddings: spec.ropeScaling.originalMaxPositionEmbeddings,
+              rope_type: "llama3",
+            },
+      );
     else assert.is(config.rope_scaling, null);
 
     const shards = spec.shards ?? 1;

@@ -1,5 +1,6 @@
 #include "model/config.h"
 
+#include <cmath>
 #include <cstdint>
 
 #include "core/tensor.h"
@@ -21,8 +22,9 @@ void ModelConfig::check() const {
   if (n_heads % n_kv_heads != 0) fail("num_attention_heads must be a multiple of num_key_value_heads");
   if (head_dim % 2 != 0) fail("head_dim must be even for rotary embeddings");
   if (!(rms_eps > 0)) fail("rms_norm_eps must be positive");
-  if (!(rope_theta > 0)) fail("rope_theta must be positive");
-  if (!(rope_position_scale > 0)) fail("rope_scaling.factor must be positive");
+  if (int64_t(rope_inv_freq.size()) != head_dim / 2) fail("rope_inv_freq must have head_dim / 2 entries");
+  for (float f : rope_inv_freq)
+    if (!(f > 0) || !std::isfinite(f)) fail("rope_inv_freq entries must be finite and positive");
 }
 
 }  // namespace dg

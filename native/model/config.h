@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace dg {
 
@@ -16,8 +17,7 @@ struct ModelConfig {
   int64_t intermediate = 0;
   int64_t vocab = 0;
   float rms_eps = 1e-6f;
-  double rope_theta = 10000.0;
-  double rope_position_scale = 1.0;  // 1 / rope_scaling.factor for type "linear"
+  std::vector<float> rope_inv_freq;  // [head_dim / 2], rope_scaling applied (lib/rope.ts)
   bool tie_embeddings = false;
   bool qkv_bias = false;  // Qwen2 always; Llama with attention_bias
   bool o_bias = false;    // Llama with attention_bias

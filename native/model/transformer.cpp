@@ -19,12 +19,7 @@ void Session::truncate(int64_t n) {
   cache_.set_length(n);
 }
 
-Transformer::Transformer(ModelConfig cfg, ModelWeights weights) : cfg_(std::move(cfg)), w_(std::move(weights)) {
-  const int64_t half = cfg_.head_dim / 2;
-  inv_freq_.resize(size_t(half));
-  for (int64_t i = 0; i < half; ++i)
-    inv_freq_[size_t(i)] = float(1.0 / std::pow(cfg_.rope_theta, double(2 * i) / double(cfg_.head_dim)));
-}
+Transformer::Transformer(ModelConfig cfg, ModelWeights weights) : cfg_(std::move(cfg)), w_(std::move(weights)) {}
 
 namespace {
 
@@ -128,7 +123,7 @@ void Transformer::run_pass(const std::vector<StepSegment>& segs, const std::vect
     s->cache_.reserve(pos0[p] + pc.n);
     for (int64_t j = 0; j < pc.n; ++j) {
       tokens[size_t(row0[p] + j)] = segs[pc.segment].tokens[pc.row0_in_segment + j];
-      positions[size_t(row0[p] + j)] = double(pos0[p] + j) * c.rope_position_scale;
+      positions[size_t(row0[p] + j)] = double(pos0[p] + j);
     }
   }
 
@@ -136,7 +131,7 @@ void Transformer::run_pass(const std::vector<StepSegment>& segs, const std::vect
   std::vector<float> q(size_t(R * q_out)), k(size_t(R * kv_out)), v(size_t(R * kv_out)), att(size_t(R * q_out));
   std::vector<float> gate(size_t(R * c.intermediate)), up(size_t(R * c.intermediate));
   std::vector<float> cos_t(size_t(R * half)), sin_t(size_t(R * half));
-  rope_tables(cos_t.data(), sin_t.data(), positions.data(), R, inv_freq_.data(), half);
+  rope_tables(cos_t.data(), sin_t.data(), positions.data(), R, c.rope_inv_freq.data(), half);
 
   // Copies rows of `state` into each segment's capture slot for hidden index idx.
   auto capture = [&](int32_t idx, const float* state) {

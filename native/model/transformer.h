@@ -83,7 +83,6 @@ class Transformer {
 
   ModelConfig cfg_;
   ModelWeights w_;
-  std::vector<float> inv_freq_;  // [head_dim / 2]
   std::shared_ptr<const LoraAdapter> adapter_;  // accessed with std::atomic_load/store
 };
 

@@ -24,7 +24,10 @@ export interface TinySpec {
   tie: boolean;
   ropeTheta?: number;
   rmsEps?: number;
-  ropeScaling?: { type: "linear"; factor: number } | null;
+  ropeScaling?:
+    | { type: "linear"; factor: number }
+    | { type: "llama3"; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number }
+    | null;
   /** Llama only: biases on q, k, v and o. */
   attentionBias?: boolean;
   headDim?: number;
@@ -58,10 +61,20 @@ function eosTokenId(spec: TinySpec): number {
 export function tinyConfig(spec: TinySpec): Record<string, unknown> {
   const eos = eosTokenId(spec);
   const maxPositions = spec.maxPositions ?? 256;
-  // transformers copies `type` into `rope_type` when it loads a config, and saves both.
-  const ropeScaling = spec.ropeScaling
-    ? { factor: spec.ropeScaling.factor, rope_type: "linear", type: "linear" }
-    : null;
+  // transformers copies `type` into `rope_type` when it loads a config, and saves
+  // both; Llama 3 style configs carry only rope_type "llama3" and its parameters.
+  const r = spec.ropeScaling;
+  const ropeScaling = !r
+    ? null
+    : r.type === "linear"
+      ? { factor: r.factor, rope_type: "linear", type: "linear" }
+      : {
+          factor: r.factor,
+          high_freq_factor: r.highFreqFactor,
+          low_freq_factor: r.lowFreqFactor,
+          original_max_position_embeddings: r.originalMaxPositionEmbeddings,
+          rope_type: "llama3",
+        };
   const common = {
     attention_dropout: 0.0,
     bos_token_id: eos,
@@ -249,6 +262,18 @@ export function tinySpecs(): Record<string, TinySpec> {
       ropeScaling: { type: "linear", factor: 2 },
       vocab: 512,
       seed: 4,
+    },
+    // head_dim 16 at theta 500000 puts one frequency pair in each llama3 band
+    // for original 64 / (low 1, high 4): wavelengths 6.3 (kept), 32.5 (smoothed), 168+ (stretched).
+    "llama-bf16-rope-llama3": {
+      ...base,
+      arch: "llama",
+      dtype: "BF16",
+      kvHeads: 2,
+      tie: false,
+      ropeTheta: 500000,
+      ropeScaling: { type: "llama3", factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 64 },
+      seed: 11,
     },
     "llama-f16": { ...base, arch: "llama", dtype: "F16", kvHeads: 2, tie: false, layers: 3, seed: 5 },
     "llama-attention-bias": {

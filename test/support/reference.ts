@@ -22,9 +22,8 @@ interface Dimensions {
   kvHeads: number;
   headDim: number;
   eps: number;
-  ropeTheta: number;
-  /** Linear rope scaling divides positions by its factor. */
-  ropeFactor: number;
+  /** Per-pair rotation frequencies, rope_scaling applied. */
+  ropeFreqs: Float64Array;
   tied: boolean;
   qkvBias: boolean;
   outputBias: boolean;
@@ -41,13 +40,45 @@ function positiveNumber(config: Record<string, unknown>, key: string): number {
   return value;
 }
 
-function ropeFactor(scaling: unknown): number {
-  if (scaling === null || scaling === undefined) return 1;
-  const { type, rope_type: ropeType, factor } = scaling as Record<string, unknown>;
-  if ((ropeType ?? type) !== "linear") fail(`rope_scaling ${JSON.stringify(scaling)} is not supported (only linear)`);
-  if (typeof factor !== "number" || !(factor > 0))
-    fail(`rope_scaling.factor must be positive, got ${JSON.stringify(factor)}`);
-  return factor;
+function positiveField(scaling: Record<string, unknown>, key: string): number {
+  const v = scaling[key];
+  if (typeof v !== "number" || !(v > 0)) fail(`rope_scaling.${key} must be positive, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+/**
+ * Frequency of each rotation pair, as transformers' rope init functions compute
+ * it: theta^(-2i/d), divided by factor for "linear"; for "llama3" (written from
+ * _compute_llama3_parameters, one pair at a time):
+ *   wavelen = 2 pi / freq
+ *   wavelen < original / high_freq_factor   -> freq               (kept)
+ *   wavelen > original / low_freq_factor    -> freq / factor      (stretched)
+ *   otherwise, s = (original / wavelen - low) / (high - low)
+ *                                            -> (1 - s) freq / factor + s freq
+ */
+export function ropeFrequencies(theta: number, dim: number, scaling: unknown): Float64Array {
+  const out = new Float64Array(dim / 2);
+  for (let i = 0; i < dim / 2; i++) out[i] = theta ** (-(2 * i) / dim);
+  if (scaling === null || scaling === undefined) return out;
+  const s = scaling as Record<string, unknown>;
+  const kind = s.rope_type ?? s.type;
+  if (kind === "default") return out;
+  const factor = positiveField(s, "factor");
+  if (kind === "linear") return out.map((f) => f / factor);
+  if (kind !== "llama3") fail(`rope_scaling ${JSON.stringify(scaling)} is not supported (linear, llama3)`);
+  const low = positiveField(s, "low_freq_factor");
+  const high = positiveField(s, "high_freq_factor");
+  const original = positiveField(s, "original_max_position_embeddings");
+  for (let i = 0; i < out.length; i++) {
+    const wavelen = (2 * Math.PI) / out[i];
+    if (wavelen > original / low) {
+      out[i] = out[i] / factor;
+    } else if (wavelen >= original / high) {
+      const smooth = (original / wavelen - low) / (high - low);
+      out[i] = (1 - smooth) * (out[i] / factor) + smooth * out[i];
+    }
+  }
+  return out;
 }
 
 function dimensions(config: Record<string, unknown>): Dimensions {
@@ -58,16 +89,16 @@ function dimensions(config: Record<string, unknown>): Dimensions {
   const isQwen2 = config.model_type === "qwen2";
   if (!isQwen2 && config.model_type !== "llama")
     fail(`model_type ${JSON.stringify(config.model_type)} is not llama or qwen2`);
+  // modeling_llama: getattr(config, "head_dim", hidden_size // num_attention_heads)
+  const headDim = config.head_dim == null ? hidden / heads : positiveNumber(config, "head_dim");
   return {
     hidden,
     layers: positiveNumber(config, "num_hidden_layers"),
     heads,
     kvHeads,
-    // modeling_llama: getattr(config, "head_dim", hidden_size // num_attention_heads)
-    headDim: config.head_dim == null ? hidden / heads : positiveNumber(config, "head_dim"),
+    headDim,
     eps: positiveNumber(config, "rms_norm_eps"),
-    ropeTheta: positiveNumber(config, "rope_theta"),
-    ropeFactor: ropeFactor(config.rope_scaling),
+    ropeFreqs: ropeFrequencies(positiveNumber(config, "rope_theta"), headDim, config.rope_scaling),
     tied: config.tie_word_embeddings === true,
     // Qwen2 always has q/k/v biases; Llama's attention_bias adds them to q, k, v and o.
     qkvBias: isQwen2 || config.attention_bias === true,
@@ -106,13 +137,13 @@ const silu = (v: number) => v / (1 + Math.exp(-v));
 /**
  * Rotary embedding of one head vector in rotate-half form:
  * out = x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1],
- * angle_i = (position / factor) * theta^(-2i/d) for i < d/2.
+ * angle_i = position * freqs[i].
  */
-export function applyRope(x: Float64Array, position: number, theta: number, factor = 1): Float64Array {
+export function rotate(x: Float64Array, position: number, freqs: Float64Array): Float64Array {
   const half = x.length / 2;
   const out = new Float64Array(x.length);
   for (let i = 0; i < half; i++) {
-    const angle = (position / factor) * theta ** (-(2 * i) / x.length);
+    const angle = position * freqs[i];
     const cos = Math.cos(angle);
     const sin = Math.sin(angle);
     out[i] = x[i] * cos - x[i + half] * sin;
@@ -121,11 +152,15 @@ export function applyRope(x: Float64Array, position: number, theta: number, fact
   return out;
 }
 
+/** rotate() with plain RoPE frequencies theta^(-2i/d), positions divided by `factor` (linear scaling). */
+export function applyRope(x: Float64Array, position: number, theta: number, factor = 1): Float64Array {
+  return rotate(x, position / factor, ropeFrequencies(theta, x.length, null));
+}
+
 function ropeHeads(x: Float64Array, heads: number, headDim: number, position: number, d: Dimensions): Float64Array {
   const out = new Float64Array(x.length);
   for (let h = 0; h < heads; h++) {
-    const slice = x.subarray(h * headDim, (h + 1) * headDim);
-    out.set(applyRope(slice, position, d.ropeTheta, d.ropeFactor), h * headDim);
+    out.set(rotate(x.subarray(h * headDim, (h + 1) * headDim), position, d.ropeFreqs), h * headDim);
   }
   return out;
 }
