@@ -73,6 +73,14 @@ test("forward --text tokenizes with the checkpoint's tokenizer", async () => {
   assert.ok(JSON.parse(r.stdout).logits.length > 1);
 });
 
+test("forward without --json lists each token with its top 5 next tokens", async () => {
+  const r = await run("forward", ckpt.dir, "--ids", "5,17,2");
+  assert.is(r.code, 0, r.stderr);
+  const lines = r.stdout.trimEnd().split("\n");
+  assert.is(lines.length, 3);
+  assert.match(lines[0], /^\s+0\s+5 ".*"\s+-> (\d+ ".*" \(-?\d+\.\d\d\)(, )?){5}$/);
+});
+
 test("generate streams text to stdout", async () => {
   const r = await run("generate", ckpt.dir, "def f(x):", "--max-tokens", "8", "--temperature", "0.7", "--seed", "3");
   assert.is(r.code, 0, r.stderr);

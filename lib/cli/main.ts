@@ -3,6 +3,7 @@
  * deepguard CLI
  *   deepguard inspect <model-dir> [--json]
  *   deepguard forward <model-dir> (--ids 1,2,3 | --text "...") [--json]
+ *     (without --json: each token and its top 5 next-token predictions)
  *   deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
  */
 import { parseArgs } from "node:util";
@@ -73,8 +74,19 @@ async function forward(args: string[]): Promise<void> {
   if ((values.ids === undefined) === (values.text === undefined)) throw new UsageError("forward needs exactly one of --ids or --text");
   const model = await Model.load(positionals[0]);
   const input = values.ids !== undefined ? parseIds(values.ids) : (values.text as string);
-  const out = await model.forward(input, { hiddenStates: "all" });
-  await writeForwardJson(process.stdout, out, model.config.numLayers);
+  if (values.json) {
+    const out = await model.forward(input, { hiddenStates: "all" });
+    await writeForwardJson(process.stdout, out, model.config.numLayers);
+    return;
+  }
+  // For a person: each position's token and the model's top 5 next tokens.
+  const out = await model.forward(input);
+  const show = (id: number) => (model.tokenizer ? `${id} ${JSON.stringify(model.detokenize([id]))}` : String(id));
+  for (let t = 0; t < out.tokens.length; t++) {
+    const row = out.logits.row(t);
+    const top = Array.from(row.keys()).sort((a, b) => row[b] - row[a]).slice(0, 5);
+    process.stdout.write(`${String(t).padStart(4)}  ${show(out.tokens[t]).padEnd(24)} -> ${top.map((id) => `${show(id)} (${row[id].toFixed(2)})`).join(", ")}\n`);
+  }
 }
 
 async function generate(args: string[]): Promise<void> {
