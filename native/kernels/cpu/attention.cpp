@@ -1,6 +1,7 @@
 // Causal grouped-query attention over the KV cache, one (query row, head) pair
 // at a time: scores = q.k / sqrt(hd), softmax with max subtraction, out = p.V.
 // The portable row kernel is here; attention_avx*.cpp vectorize the same math.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -66,22 +67,36 @@ void attention_forward(float* out, const float* q, const float* k_cache, const f
   const int64_t group = n_heads / n_kv_heads;
   const float scale = 1.f / std::sqrt(float(hd));
   const int64_t width = n_heads * hd;
-  // Work items are (row, head) pairs. Row t costs ~pos0 + t, so items are
-  // ordered t = 0, T-1, 1, T-2, ...: any contiguous chunk the pool hands a
-  // thread then mixes cheap and expensive rows and the threads finish together.
-  // Early in a decode the items are tiny; keep ~32k multiply-adds per chunk.
-  const int64_t grain = 32768 / (2 * hd * (pos0 + T / 2 + 1) + 1) + 1;
+  // Prefill on AVX-512 takes query rows four at a time (each K/V load shared).
   void (*attend)(const detail::AttentionRow&) = row_kernel(hd);
-  pool.parallel_for(T * n_heads, [&](int64_t begin, int64_t end) {
+  void (*attend4)(const detail::AttentionRows&) = nullptr;
+#if defined(DG_X86)
+  if (T >= 4 && attend == detail::attend_row_avx512) attend4 = detail::attend_rows4_avx512;
+#endif
+  const int64_t rows_per_item = attend4 ? 4 : 1;
+  const int64_t blocks = (T + rows_per_item - 1) / rows_per_item;
+  // Work items are (row block, head) pairs. Block b costs ~pos0 + b, so items
+  // are ordered b = 0, B-1, 1, B-2, ...: any contiguous chunk the pool hands a
+  // thread then mixes cheap and expensive blocks and the threads finish together.
+  // Early in a decode the items are tiny; keep ~32k multiply-adds per chunk.
+  const int64_t grain = 32768 / (2 * hd * rows_per_item * (pos0 + T / 2 + 1) + 1) + 1;
+  pool.parallel_for(blocks * n_heads, [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> scores;
-    if (int64_t(scores.size()) < pos0 + T) scores.resize(size_t(pos0 + T));
+    const size_t need = size_t(rows_per_item * (pos0 + T + 3));
+    if (scores.size() < need) scores.resize(need);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t fold = item / n_heads, h = item % n_heads;
-      const int64_t t = fold % 2 == 0 ? fold / 2 : T - 1 - fold / 2;
+      const int64_t b = fold % 2 == 0 ? fold / 2 : blocks - 1 - fold / 2;
+      const int64_t t0 = b * rows_per_item, rows = std::min(rows_per_item, T - t0);
       const int64_t kv = h / group;
       const float* k = k_cache + kv * capacity * hd;
       const float* v = v_cache + kv * capacity * hd;
-      attend({out + t * width + h * hd, q + t * width + h * hd, k, v, pos0 + t + 1, hd, scale, scores.data()});
+      if (rows == 4 && attend4) {
+        attend4({out + t0 * width + h * hd, q + t0 * width + h * hd, width, k, v, pos0 + t0 + 1, hd, scale, scores.data()});
+        continue;
+      }
+      for (int64_t t = t0; t < t0 + rows; ++t)
+        attend({out + t * width + h * hd, q + t * width + h * hd, k, v, pos0 + t + 1, hd, scale, scores.data()});
     }
   }, grain);
 }

@@ -20,4 +20,19 @@ struct AttentionRow {
 void attend_row_avx2(const AttentionRow& a);    // needs hd % 8 == 0
 void attend_row_avx512(const AttentionRow& a);  // needs hd % 16 == 0
 
+// Four consecutive query rows of one head: q and out rows are ld floats apart;
+// row r attends to keys [0, n_ctx0 + r); scores has 4 * (n_ctx0 + 3) floats.
+struct AttentionRows {
+  float* out;
+  const float* q;
+  int64_t ld;
+  const float* k;
+  const float* v;
+  int64_t n_ctx0, hd;
+  float scale;
+  float* scores;
+};
+
+void attend_rows4_avx512(const AttentionRows& a);  // needs hd % 16 == 0
+
 }  // namespace dg::detail
