@@ -2,7 +2,7 @@
  * npm run bench:decode
  *
  * Prefill (512-token prompt) and decode (256 new tokens) speed of a random
- * ~100M-parameter Qwen2-shaped checkpoint, for F32 and BF16 weights, each
+ * Qwen2-shaped checkpoint (~100M parameters by default), for F32 and BF16 weights, each
  * memory-mapped (the default) and read into huge-page memory (mmap: false).
  * Every run is its own process, so its peak RSS is its own.
  *
@@ -17,7 +17,8 @@
  * is kept in the JSON.
  *
  * Options: --dtype F32|BF16, --weights mmap|read (default: all combinations),
- * --prompt N (512), --tokens N (256), --repeats N (3). Cache: DEEPGUARD_BENCH_CACHE, default
+ * --prompt N (512), --tokens N (256), --repeats N (3), --shape 100m|1.5b (the
+ * latter has Qwen2.5-Coder-1.5B's dimensions; results go to decode-1.5b.json). Cache: DEEPGUARD_BENCH_CACHE, default
  * ~/.cache/deepguard/bench. Writes benchmarks/results/decode.json.
  */
 import { execFileSync } from "node:child_process";
@@ -28,7 +29,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Model } from "../lib/index.js";
 import { native } from "../lib/native.js";
-import { ensureRandomCheckpoint, QWEN2_100M, tensorShapes } from "./support/random-checkpoint.js";
+import { BENCH_SHAPES, ensureRandomCheckpoint, tensorShapes, type BenchShape, type BenchShapeName } from "./support/random-checkpoint.js";
 
 type Dtype = "F32" | "BF16";
 type Weights = "mmap" | "read";
@@ -59,19 +60,25 @@ const repoRoot = join(here, "..", "..");
 const cacheDir = process.env.DEEPGUARD_BENCH_CACHE ?? join(homedir(), ".cache", "deepguard", "bench");
 
 /** Bytes a decode step must read: each weight matrix once (the tied embedding as lm_head) + K and V caches. */
-function bytesPerToken(dtypeSize: number, context: number): number {
+function bytesPerToken(s: BenchShape, dtypeSize: number, context: number): number {
   let weights = 0;
-  for (const dims of tensorShapes(QWEN2_100M).values()) {
+  for (const dims of tensorShapes(s).values()) {
     if (dims.length === 2) weights += dims.reduce((a, b) => a * b, 1);
   }
-  const s = QWEN2_100M;
   return weights * dtypeSize + s.layers * 2 * s.kvHeads * (s.hidden / s.heads) * context * 4;
 }
 
-async function runOne(dtype: Dtype, weights: Weights, promptLen: number, newTokens: number): Promise<RunResult> {
-  const dir = await ensureRandomCheckpoint(join(cacheDir, `qwen2-100m-${dtype.toLowerCase()}`), QWEN2_100M, dtype);
+async function runOne(
+  shapeName: BenchShapeName,
+  dtype: Dtype,
+  weights: Weights,
+  promptLen: number,
+  newTokens: number,
+): Promise<RunResult> {
+  const shape = BENCH_SHAPES[shapeName];
+  const dir = await ensureRandomCheckpoint(join(cacheDir, `qwen2-${shapeName}-${dtype.toLowerCase()}`), shape, dtype);
   const model = await Model.load(dir, { mmap: weights === "mmap" });
-  const prompt = Array.from({ length: promptLen }, (_, i) => (i * 7919 + 13) % QWEN2_100M.vocab);
+  const prompt = Array.from({ length: promptLen }, (_, i) => (i * 7919 + 13) % shape.vocab);
 
   // Warm-up: fault the weights in and settle the thread pool.
   const warm = model.createSession();
@@ -96,7 +103,7 @@ async function runOne(dtype: Dtype, weights: Weights, promptLen: number, newToke
     dtype,
     weights,
     parameters: model.info.parameterCount,
-    bytesPerDecodedToken: bytesPerToken(dtype === "F32" ? 4 : 2, promptLen + newTokens / 2),
+    bytesPerDecodedToken: bytesPerToken(shape, dtype === "F32" ? 4 : 2, promptLen + newTokens / 2),
     prefillTokens: promptLen,
     prefillTokensPerSecond: promptLen / prefillS,
     decodeTokens: newTokens,
@@ -133,6 +140,7 @@ async function main(): Promise<void> {
       prompt: { type: "string", default: "512" },
       tokens: { type: "string", default: "256" },
       repeats: { type: "string", default: "3" },
+      shape: { type: "string", default: "100m" },
       child: { type: "boolean" },
     },
   });
@@ -141,8 +149,9 @@ async function main(): Promise<void> {
   const repeats = positiveInt("repeats", values.repeats!);
   const dtypes = oneOf<Dtype>("dtype", values.dtype, ["F32", "BF16"]);
   const modes = oneOf<Weights>("weights", values.weights, ["mmap", "read"]);
+  const [shapeName] = oneOf<BenchShapeName>("shape", values.shape, Object.keys(BENCH_SHAPES) as BenchShapeName[]);
   if (values.child) {
-    const r = await runOne(dtypes[0], modes[0], promptLen, newTokens);
+    const r = await runOne(shapeName, dtypes[0], modes[0], promptLen, newTokens);
     process.stdout.write(JSON.stringify(r) + "\n");
     return;
   }
@@ -153,7 +162,7 @@ async function main(): Promise<void> {
   const table: { median: Row; lo: number; hi: number }[] = [];
   for (const dtype of dtypes) {
     for (const weights of modes) {
-      const args = ["--child", "--dtype", dtype, "--weights", weights, "--prompt", String(promptLen), "--tokens", String(newTokens)];
+      const args = ["--child", "--shape", shapeName, "--dtype", dtype, "--weights", weights, "--prompt", String(promptLen), "--tokens", String(newTokens)];
       const mine: Row[] = [];
       for (let rep = 0; rep < repeats; rep++) {
         const before = await native().measureBandwidth(1 << 30, 5);
@@ -193,13 +202,14 @@ async function main(): Promise<void> {
     cpu: cpus()[0]?.model ?? "unknown",
     threads: sys.threads,
     isa: sys.isa,
-    model: { architecture: "Qwen2ForCausalLM", parameters: runs[0]?.parameters, ...QWEN2_100M },
+    model: { architecture: "Qwen2ForCausalLM", shape: shapeName, parameters: runs[0]?.parameters, ...BENCH_SHAPES[shapeName] },
     repeats,
     medians: table.map((t) => ({ ...t.median, ratioRange: [t.lo, t.hi] })),
     runs,
   };
-  await writeAtomic(join(repoRoot, "benchmarks", "results", "decode.json"), JSON.stringify(report, null, 2) + "\n");
-  console.log(`\nwrote benchmarks/results/decode.json`);
+  const file = shapeName === "100m" ? "decode.json" : `decode-${shapeName}.json`;
+  await writeAtomic(join(repoRoot, "benchmarks", "results", file), JSON.stringify(report, null, 2) + "\n");
+  console.log(`\nwrote benchmarks/results/${file}`);
 }
 
 await main();

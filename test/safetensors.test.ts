@@ -4,7 +4,8 @@ import { mkdtemp, mkdir, readdir, readFile, rm, stat, truncate, writeFile } from
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { decodeTensor, encodeTensor } from "../lib/io/dtype.js";
-import { readSafetensorsHeader, readTensorData, SAFETENSORS_DTYPES, writeSafetensors } from "../lib/io/safetensors.js";
+import { readSafetensorsHeader, readTensorData, SAFETENSORS_DTYPES, writeFully, writeSafetensors } from "../lib/io/safetensors.js";
+import { expectError } from "./support/expect.js";
 
 let dir = "";
 test.before(async () => {
@@ -266,6 +267,23 @@ test("file of 3 bytes", async () => {
 test("readTensorData names a missing tensor", async () => {
   const path = await rawFile("one.safetensors", { a: f32([1], 0) }, 4);
   await expectRejection(readTensorData(await readSafetensorsHeader(path), "b"), path, '"b"');
+});
+
+test("writes loop until done: short writes continue, a write making no progress fails", async () => {
+  // A fake file that takes at most 3 bytes per write, as a kernel may.
+  const written = new Uint8Array(20);
+  const slow = {
+    write: async (data: Uint8Array, offset: number, length: number, position: number) => {
+      const n = Math.min(3, length);
+      written.set(data.subarray(offset, offset + n), position);
+      return { bytesWritten: n, buffer: data };
+    },
+  } as unknown as Parameters<typeof writeFully>[0];
+  const data = Uint8Array.from({ length: 17 }, (_, i) => i + 1);
+  assert.is(await writeFully(slow, data, 2, "fake"), 19);
+  assert.equal(Array.from(written.subarray(2, 19)), Array.from(data));
+  const stuck = { write: async () => ({ bytesWritten: 0 }) } as unknown as Parameters<typeof writeFully>[0];
+  await expectError(() => writeFully(stuck, data, 0, "stuck.safetensors"), "ERR_SAFETENSORS", /stuck\.safetensors: write made no progress/);
 });
 
 test.run();

@@ -16,8 +16,14 @@ export interface BenchShape {
   vocab: number;
 }
 
-/** ~98M parameters: Qwen2 block with GQA and q/k/v biases, tied embeddings. */
-export const QWEN2_100M: BenchShape = { hidden: 768, layers: 12, heads: 12, kvHeads: 2, intermediate: 2048, vocab: 32000 };
+/** Benchmark shapes (Qwen2 block with GQA and q/k/v biases, tied embeddings). */
+export const BENCH_SHAPES = {
+  /** ~98M parameters: the default, quick to create and run. */
+  "100m": { hidden: 768, layers: 12, heads: 12, kvHeads: 2, intermediate: 2048, vocab: 32000 },
+  /** Qwen2.5-Coder-1.5B's dimensions (~1.54B parameters, ~3.1 GB in BF16). */
+  "1.5b": { hidden: 1536, layers: 28, heads: 12, kvHeads: 2, intermediate: 8960, vocab: 151936 },
+} satisfies Record<string, BenchShape>;
+export type BenchShapeName = keyof typeof BENCH_SHAPES;
 
 function randomValues(n: number, scale: number, seed: number): Float32Array {
   const out = new Float32Array(n);

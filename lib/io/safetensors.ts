@@ -5,7 +5,7 @@
  * the tensors must tile the data section exactly, so that no later read (here
  * or in the native mmap loader) can run outside the file or alias two tensors.
  */
-import { open, rename, unlink } from "node:fs/promises";
+import { open, rename, unlink, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
 import { randomBytes } from "node:crypto";
 import { z } from "zod";
@@ -282,6 +282,26 @@ async function syncDirectory(dir: string): Promise<void> {
 }
 
 /** Writes a safetensors file atomically: to a temp name, fsynced, then renamed over `path`. */
+// One write() moves at most ~2 GiB on Linux and may move less; loop in chunks.
+const WRITE_CHUNK = 1 << 30;
+
+/** Writes all of `data` at `position`, however short each write; returns the position after it. @internal */
+export async function writeFully(
+  file: Pick<FileHandle, "write">,
+  data: Uint8Array,
+  position: number,
+  path: string,
+): Promise<number> {
+  for (let offset = 0; offset < data.byteLength; ) {
+    const length = Math.min(WRITE_CHUNK, data.byteLength - offset);
+    const { bytesWritten } = await file.write(data, offset, length, position);
+    if (bytesWritten <= 0) throw fail(path, `write made no progress at byte ${position}`);
+    offset += bytesWritten;
+    position += bytesWritten;
+  }
+  return position;
+}
+
 export async function writeSafetensors(
   path: string,
   tensors: Record<string, TensorToWrite>,
@@ -301,10 +321,10 @@ export async function writeSafetensors(
   const file = await open(tempPath, "wx");
   try {
     try {
-      const buffers = [lengthPrefix, header, ...order.map((name) => tensors[name].data)];
-      const total = buffers.reduce((n, b) => n + b.byteLength, 0);
-      const { bytesWritten } = await file.writev(buffers);
-      if (bytesWritten !== total) throw fail(path, `short write: ${bytesWritten} of ${total} bytes`);
+      let position = 0;
+      for (const buffer of [lengthPrefix, header, ...order.map((name) => tensors[name].data)]) {
+        position = await writeFully(file, buffer, position, path);
+      }
       await file.sync();
     } finally {
       await file.close();
