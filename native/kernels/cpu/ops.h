@@ -36,8 +36,9 @@ void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, i
 void rmsnorm_forward(float* y, const float* x, const float* w, int64_t T, int64_t d, float eps);
 
 // ---- rotary embedding (rope.cpp) ----------------------------------------------
-// cos/sin tables [T][head_dim/2] for the given (already scaled) positions:
-// angle = position * inv_freq[i], computed in double.
+// cos/sin tables [T][head_dim/2] for the given positions: angle = position *
+// inv_freq[i], computed in double (rope_scaling is already folded into
+// inv_freq, see lib/rope.ts).
 void rope_tables(float* cos_out, float* sin_out, const double* positions, int64_t T,
                  const float* inv_freq, int64_t half);
 // In place, rotate-half form over x[T][n_heads * head_dim]:
