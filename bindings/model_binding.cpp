@@ -59,7 +59,6 @@ std::vector<dg::TensorRef> ParseTensors(Napi::Env env, const Napi::Array& ta) {
 
 dg::ModelConfig ParseConfig(const Napi::Object& o) {
   dg::ModelConfig c;
-  c.architecture = StringField(o, "architecture");
   c.hidden = IntField(o, "hiddenSize");
   c.n_layers = IntField(o, "numLayers");
   c.n_heads = IntField(o, "numHeads");

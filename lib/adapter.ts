@@ -2,7 +2,6 @@
  * PEFT LoRA adapter directories (adapter_config.json + adapter_model.safetensors),
  * validated against the base model before the native side maps the factors.
  */
-import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { z } from "zod";
 import { exists, tensorTable } from "./checkpoint.js";
@@ -10,6 +9,7 @@ import type { ModelConfig } from "./config.js";
 import { DeepGuardError } from "./errors.js";
 import { readSafetensorsHeader } from "./io/safetensors.js";
 import type { NativeTensorRef } from "./native-types.js";
+import { describeIssue, issueField, readJsonFile } from "./validate.js";
 
 export const LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] as const;
 export type LoraTarget = (typeof LORA_TARGETS)[number];
@@ -77,18 +77,12 @@ function targetsOf(where: string, raw: string | string[]): LoraTarget[] {
 export async function readAdapter(directory: string, config: ModelConfig): Promise<AdapterFiles> {
   const dir = resolve(directory);
   const where = join(dir, "adapter_config.json");
-  let json: unknown;
-  try {
-    json = JSON.parse(await readFile(where, "utf8"));
-  } catch (err) {
-    fail(where, (err as NodeJS.ErrnoException).code === "ENOENT" ? "not found" : `unreadable: ${(err as Error).message}`);
-  }
+  const json = await readJsonFile(where, "ERR_ADAPTER", true);
+  if (json === undefined) fail(where, "not found");
   const parsed = adapterConfigSchema.safeParse(json);
   if (!parsed.success) {
     const i = parsed.error.issues[0];
-    const field = i.path.join(".") || "(root)";
-    const missing = i.code === "invalid_type" && /received undefined/.test(i.message);
-    fail(where, missing ? `missing required field "${field}"` : `field "${field}": ${i.message} (unsupported or invalid)`);
+    fail(where, describeIssue(i) + (issueField(i).missing ? "" : " (unsupported or invalid)"));
   }
   const c = parsed.data;
   const layers =

@@ -4,12 +4,13 @@
  * parsed (and distrusted) in lib/io/safetensors.ts; the result is the tensor table
  * the native loader memory-maps.
  */
-import { access, readFile } from "node:fs/promises";
+import { access } from "node:fs/promises";
 import { join, resolve, sep } from "node:path";
 import { z } from "zod";
 import { DeepGuardError } from "./errors.js";
 import { readSafetensorsHeader, type SafetensorsHeader } from "./io/safetensors.js";
 import type { NativeTensorRef } from "./native-types.js";
+import { describeIssue, readJsonFile } from "./validate.js";
 
 export interface CheckpointFiles {
   /** Absolute paths of the safetensors files, in shard order. */
@@ -35,17 +36,8 @@ export async function exists(path: string): Promise<boolean> {
 }
 
 async function readIndex(dir: string, indexPath: string): Promise<Map<string, string>> {
-  let json: unknown;
-  try {
-    json = JSON.parse(await readFile(indexPath, "utf8"));
-  } catch (err) {
-    throw new DeepGuardError("ERR_CHECKPOINT", `${indexPath} is not readable JSON: ${(err as Error).message}`);
-  }
-  const parsed = indexSchema.safeParse(json);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new DeepGuardError("ERR_CHECKPOINT", `${indexPath}: field "${issue.path.join(".")}": ${issue.message}`);
-  }
+  const parsed = indexSchema.safeParse(await readJsonFile(indexPath, "ERR_CHECKPOINT"));
+  if (!parsed.success) throw new DeepGuardError("ERR_CHECKPOINT", `${indexPath}: ${describeIssue(parsed.error.issues[0])}`);
   const root = resolve(dir) + sep;
   const map = new Map<string, string>();
   for (const [tensor, file] of Object.entries(parsed.data.weight_map)) {

@@ -2,11 +2,11 @@
  * config.json of a Hugging Face Llama / Qwen2 checkpoint, validated with zod and
  * normalized with the defaults transformers applies (LlamaConfig, Qwen2Config).
  */
-import { readFile } from "node:fs/promises";
 import { z } from "zod";
 import { DeepGuardError } from "./errors.js";
 import type { NativeModelConfig } from "./native-types.js";
 import { parseRopeScaling, ropeInverseFrequencies, type RopeScaling } from "./rope.js";
+import { describeIssue, readJsonFile } from "./validate.js";
 
 export const SUPPORTED_ARCHITECTURES = ["LlamaForCausalLM", "Qwen2ForCausalLM"] as const;
 export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
@@ -86,12 +86,7 @@ function fail(where: string, message: string): never {
 export function parseModelConfig(json: unknown, where = "config.json"): ModelConfig {
   const parsed = rawConfigSchema.safeParse(json);
   if (!parsed.success) {
-    const issues = parsed.error.issues.map((i) => {
-      const field = i.path.length ? i.path.join(".") : "(root)";
-      const missing = i.code === "invalid_type" && /received undefined/.test(i.message);
-      return missing ? `missing required field "${field}"` : `field "${field}": ${i.message}`;
-    });
-    fail(where, issues.join("; "));
+    fail(where, parsed.error.issues.map((i) => describeIssue(i)).join("; "));
   }
   const c = parsed.data;
   const architecture = c.architectures[0];
@@ -146,24 +141,8 @@ export function parseModelConfig(json: unknown, where = "config.json"): ModelCon
   };
 }
 
-/** Parsed JSON of a file, or undefined when it does not exist and `optional`. */
-async function readJsonFile(path: string, optional: boolean): Promise<unknown> {
-  let text: string;
-  try {
-    text = await readFile(path, "utf8");
-  } catch (err) {
-    if (optional && (err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw new DeepGuardError("ERR_CONFIG", `cannot read ${path}: ${(err as Error).message}`, { cause: err });
-  }
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw new DeepGuardError("ERR_CONFIG", `${path} is not valid JSON: ${(err as Error).message}`, { cause: err });
-  }
-}
-
 export async function readModelConfig(path: string): Promise<ModelConfig> {
-  return parseModelConfig(await readJsonFile(path, false), path);
+  return parseModelConfig(await readJsonFile(path, "ERR_CONFIG"), path);
 }
 
 const generationConfigSchema = z.object({ eos_token_id: tokenIds.optional() }).loose();
@@ -173,13 +152,10 @@ const generationConfigSchema = z.object({ eos_token_id: tokenIds.optional() }).l
  * (instruct models list e.g. <|im_end|> only there); [] when the file is absent.
  */
 export async function readGenerationEosIds(path: string): Promise<number[]> {
-  const json = await readJsonFile(path, true);
+  const json = await readJsonFile(path, "ERR_CONFIG", true);
   if (json === undefined) return [];
   const parsed = generationConfigSchema.safeParse(json);
-  if (!parsed.success) {
-    const i = parsed.error.issues[0];
-    fail(path, `field "${i.path.join(".") || "(root)"}": ${i.message}`);
-  }
+  if (!parsed.success) fail(path, describeIssue(parsed.error.issues[0]));
   const eos = parsed.data.eos_token_id;
   return eos == null ? [] : Array.isArray(eos) ? eos : [eos];
 }
@@ -187,7 +163,6 @@ export async function readGenerationEosIds(path: string): Promise<number[]> {
 export function toNativeConfig(c: ModelConfig): NativeModelConfig {
   const isQwen2 = c.architecture === "Qwen2ForCausalLM";
   return {
-    architecture: c.architecture,
     hiddenSize: c.hiddenSize,
     numLayers: c.numLayers,
     numHeads: c.numHeads,

@@ -13,12 +13,16 @@ export class DeepGuardError extends Error {
   }
 }
 
-/** Native errors arrive as plain Errors with `code`; give them our class. */
-export function wrapNativeError(err: unknown): Error {
-  if (err instanceof DeepGuardError) return err;
+/**
+ * Native errors arrive as plain Errors with `code`; give them our class.
+ * `where` (a file or directory) is put in front of the message when given.
+ */
+export function wrapNativeError(err: unknown, where?: string): DeepGuardError {
+  const prefix = where ? `${where}: ` : "";
+  if (err instanceof DeepGuardError && !where) return err;
   if (err instanceof Error) {
     const code = (err as { code?: unknown }).code;
-    return new DeepGuardError(typeof code === "string" ? code : "ERR_NATIVE", err.message, { cause: err });
+    return new DeepGuardError(typeof code === "string" ? code : "ERR_NATIVE", prefix + err.message, { cause: err });
   }
-  return new DeepGuardError("ERR_NATIVE", String(err));
+  return new DeepGuardError("ERR_NATIVE", prefix + String(err));
 }

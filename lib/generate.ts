@@ -4,7 +4,7 @@
  */
 import { z } from "zod";
 import { native } from "./native.js";
-import { parseOptions, signalSchema } from "./options.js";
+import { parseOptions, signalSchema } from "./validate.js";
 import { Random } from "./random.js";
 import type { EvalResult, ModelSession } from "./session.js";
 import type { Tokenizer } from "./tokenizer.js";

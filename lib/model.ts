@@ -20,7 +20,7 @@ import {
   type GenerationResult,
 } from "./generate.js";
 import { native } from "./native.js";
-import { parseOptions, signalSchema } from "./options.js";
+import { parseOptions, signalSchema } from "./validate.js";
 import type { NativeModel } from "./native-types.js";
 import { z } from "zod";
 import { evalBatch, ModelSession, toTokenArray, type EvalOptions, type EvalResult } from "./session.js";
@@ -117,8 +117,7 @@ export class Model {
     try {
       engine = await native().loadModel(toNativeConfig(config), files.files, files.tensors, { mmap });
     } catch (err) {
-      const e = wrapNativeError(err);
-      throw new DeepGuardError((e as DeepGuardError).code, `${dir}: ${e.message}`, { cause: err });
+      throw wrapNativeError(err, dir);
     }
     const info: ModelInfo = {
       directory: dir,
@@ -157,8 +156,7 @@ export class Model {
     try {
       await this.#engine.loadAdapter(spec, files, tensors);
     } catch (err) {
-      const e = wrapNativeError(err);
-      throw new DeepGuardError((e as DeepGuardError).code, `${info.directory}: ${e.message}`, { cause: err });
+      throw wrapNativeError(err, info.directory);
     }
     this.#adapter = info;
     return info;

@@ -1,7 +1,6 @@
 /** The shape of the compiled addon, as lib/ uses it. Bindings translate only. */
 
 export interface NativeModelConfig {
-  architecture: string;
   hiddenSize: number;
   numLayers: number;
   numHeads: number;

@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import { DeepGuardError } from "./errors.js";
+import { describeIssue, issueField } from "./validate.js";
 
 export type RopeScaling =
   | { type: "linear"; factor: number }
@@ -28,11 +29,10 @@ export function parseRopeScaling(raw: Record<string, unknown> | null | undefined
     const parsed = schema.safeParse(raw);
     if (!parsed.success) {
       const i = parsed.error.issues[0];
-      const field = `rope_scaling.${i.path.join(".")}`;
-      const missing = i.code === "invalid_type" && /received undefined/.test(i.message);
+      const { field, missing } = issueField(i, "rope_scaling.");
       throw new DeepGuardError(
         "ERR_CONFIG",
-        `${where}: ${missing ? `field "${field}" is required for type "${String(kind)}"` : `field "${field}": ${i.message}`}`,
+        `${where}: ${missing ? `field "${field}" is required for type "${String(kind)}"` : describeIssue(i, "rope_scaling.")}`,
       );
     }
     return parsed.data;

@@ -2,10 +2,10 @@
  * Text <-> token ids through the checkpoint's own tokenizer.json and
  * tokenizer_config.json, using @huggingface/tokenizers (pure JS, offline).
  */
-import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { DeepGuardError } from "./errors.js";
+import { readJsonFile } from "./validate.js";
 
 export interface EncodeOptions {
   /** Add the tokenizer's special tokens (e.g. BOS), as HF `tokenizer(text)` does. Default true. */
@@ -31,9 +31,9 @@ export class Tokenizer {
   static async fromDirectory(dir: string): Promise<Tokenizer | null> {
     const tokenizerPath = join(dir, "tokenizer.json");
     const configPath = join(dir, "tokenizer_config.json");
-    const json = await readJson(tokenizerPath);
+    const json = await readJsonFile(tokenizerPath, "ERR_TOKENIZER", true);
     if (json === undefined) return null;
-    const config = (await readJson(configPath)) ?? {};
+    const config = (await readJsonFile(configPath, "ERR_TOKENIZER", true)) ?? {};
     if (typeof json !== "object" || json === null || Array.isArray(json)) {
       throw new DeepGuardError("ERR_TOKENIZER", `${tokenizerPath} must hold a JSON object`);
     }
@@ -72,29 +72,8 @@ export class Tokenizer {
       throw new DeepGuardError("ERR_TOKENIZER", `decode() failed: ${(err as Error).message}`, { cause: err });
     }
   }
-
-  /** Number of entries in the vocabulary, added tokens included. */
-  get vocabSize(): number {
-    return this.#hf.get_vocab(true).size;
-  }
 }
 
 function isContent(v: unknown): v is { content: string } {
   return typeof v === "object" && v !== null && typeof (v as { content?: unknown }).content === "string";
-}
-
-/** Parsed JSON of path, or undefined when the file does not exist. */
-async function readJson(path: string): Promise<unknown> {
-  let text: string;
-  try {
-    text = await readFile(path, "utf8");
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw new DeepGuardError("ERR_TOKENIZER", `cannot read ${path}: ${(err as Error).message}`);
-  }
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw new DeepGuardError("ERR_TOKENIZER", `${path} is not valid JSON: ${(err as Error).message}`);
-  }
 }

@@ -8,7 +8,6 @@
 namespace dg {
 
 struct ModelConfig {
-  std::string architecture;  // "LlamaForCausalLM" | "Qwen2ForCausalLM"
   int64_t hidden = 0;
   int64_t n_layers = 0;
   int64_t n_heads = 0;
