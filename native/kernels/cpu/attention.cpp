@@ -23,10 +23,10 @@ float dot(const float* a, const float* b, int64_t n) {
 }
 
 // out[hd] = softmax(scale * q.K[0..n_ctx)) . V[0..n_ctx), using `scores` (n_ctx floats).
-void attend_one(const detail::AttentionRow& a) {
+void attend_one(const detail::AttentionRows& a) {
   float* out = a.out;
   const float *q = a.q, *k = a.k, *v = a.v;
-  const int64_t n_ctx = a.n_ctx, hd = a.hd;
+  const int64_t n_ctx = a.n_ctx0, hd = a.hd;
   const float scale = a.scale;
   float* scores = a.scores;
   float max_s = -INFINITY;
@@ -50,7 +50,7 @@ void attend_one(const detail::AttentionRow& a) {
 }
 
 // The widest row kernel whose vector width divides head_dim.
-void (*row_kernel(int64_t hd))(const detail::AttentionRow&) {
+void (*row_kernel(int64_t hd))(const detail::AttentionRows&) {
 #if defined(DG_X86)
   const Isa isa = active_isa();
   if (isa == Isa::Avx512 && hd % 16 == 0) return detail::attend_row_avx512;
@@ -68,7 +68,7 @@ void attention_forward(float* out, const float* q, const float* k_cache, const f
   const float scale = 1.f / std::sqrt(float(hd));
   const int64_t width = n_heads * hd;
   // Prefill on AVX-512 takes query rows four at a time (each K/V load shared).
-  void (*attend)(const detail::AttentionRow&) = row_kernel(hd);
+  void (*attend)(const detail::AttentionRows&) = row_kernel(hd);
   void (*attend4)(const detail::AttentionRows&) = nullptr;
 #if defined(DG_X86)
   if (T >= 4 && attend == detail::attend_row_avx512) attend4 = detail::attend_rows4_avx512;
@@ -96,7 +96,7 @@ void attention_forward(float* out, const float* q, const float* k_cache, const f
         continue;
       }
       for (int64_t t = t0; t < t0 + rows; ++t)
-        attend({out + t * width + h * hd, q + t * width + h * hd, k, v, pos0 + t + 1, hd, scale, scores.data()});
+        attend({out + t * width + h * hd, q + t * width + h * hd, width, k, v, pos0 + t + 1, hd, scale, scores.data()});
     }
   }, grain);
 }

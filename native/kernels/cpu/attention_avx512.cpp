@@ -6,7 +6,7 @@
 
 namespace dg::detail {
 
-void attend_row_avx512(const AttentionRow& a) { attend_row<Avx512>(a); }
+void attend_row_avx512(const AttentionRows& a) { attend_row<Avx512>(a); }
 void attend_rows4_avx512(const AttentionRows& a) { attend_rows4<Avx512>(a); }
 
 }  // namespace dg::detail

@@ -5,23 +5,9 @@
 
 namespace dg::detail {
 
-// out[hd] = softmax(scale * q . K[0..n_ctx)) . V[0..n_ctx) for one query row and
-// head; k, v point at the head's [n_ctx][hd] cache rows; scores has n_ctx floats.
-struct AttentionRow {
-  float* out;
-  const float* q;
-  const float* k;
-  const float* v;
-  int64_t n_ctx, hd;
-  float scale;
-  float* scores;
-};
-
-void attend_row_avx2(const AttentionRow& a);    // needs hd % 8 == 0
-void attend_row_avx512(const AttentionRow& a);  // needs hd % 16 == 0
-
-// Four consecutive query rows of one head: q and out rows are ld floats apart;
-// row r attends to keys [0, n_ctx0 + r); scores has 4 * (n_ctx0 + 3) floats.
+// Consecutive query rows of one head: out_r = softmax(scale * q_r . K[0..n_ctx0 + r))
+// . V[0..n_ctx0 + r). q and out rows are ld floats apart; k, v point at the
+// head's [position][hd] cache rows; scores holds rows * (n_ctx0 + rows - 1) floats.
 struct AttentionRows {
   float* out;
   const float* q;
@@ -33,6 +19,9 @@ struct AttentionRows {
   float* scores;
 };
 
+// One row (attend_row_*) or four (attend_rows4_*).
+void attend_row_avx2(const AttentionRows& a);      // needs hd % 8 == 0
+void attend_row_avx512(const AttentionRows& a);    // needs hd % 16 == 0
 void attend_rows4_avx512(const AttentionRows& a);  // needs hd % 16 == 0
 
 }  // namespace dg::detail

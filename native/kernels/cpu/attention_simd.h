@@ -54,10 +54,10 @@ float softmax_numerators(float* s, int64_t n) {
 }
 
 template <class V>
-void attend_row(const AttentionRow& a) {
+void attend_row(const AttentionRows& a) {
   using vec = typename V::vec;
   constexpr int L = V::kLanes;
-  const int64_t n = a.n_ctx, hd = a.hd;
+  const int64_t n = a.n_ctx0, hd = a.hd;
   const float* q = a.q;
   float* s = a.scores;
 
