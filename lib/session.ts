@@ -65,7 +65,7 @@ export function resolveHiddenStates(sel: HiddenStateSelection | undefined, numLa
 export const MAX_TOKENS_PER_CALL = 2 ** 24;
 
 /** A short, safe description of any value for an error message. */
-export function describe(v: unknown): string {
+function describe(v: unknown): string {
   if (typeof v === "string") return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}...` : v);
   if (v === null || typeof v !== "object") return String(v);
   return Object.prototype.toString.call(v);
