@@ -8,7 +8,7 @@
 #include "core/bandwidth.h"
 #include "core/cpu_features.h"
 #include "core/thread_pool.h"
-#include "kernels/cpu/ops.h"
+#include "kernels/ops.h"
 
 namespace dg_bind {
 namespace {

@@ -11,7 +11,7 @@
 #include "bindings/convert.h"
 #include "core/cpu_features.h"
 #include "core/thread_pool.h"
-#include "kernels/cpu/ops.h"
+#include "kernels/ops.h"
 
 namespace dg_bind {
 namespace {

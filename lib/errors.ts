@@ -1,12 +1,46 @@
 /**
  * Every error DeepGuard throws on purpose is a DeepGuardError with a stable `code`
- * (e.g. ERR_SAFETENSORS_HEADER, ERR_CONFIG_FIELD) and a message that names the
- * file, tensor, field or option that is wrong.
+ * from ERROR_CODES and a message that names the file, tensor, field or option that
+ * is wrong. Native errors carry the same codes (test/errors.test.ts checks that every
+ * code used anywhere in lib/, native/ or bindings/ is listed here).
  */
-export class DeepGuardError extends Error {
-  readonly code: string;
+export const ERROR_CODES = [
+  "ERR_ABORTED", // an AbortSignal fired; the reason is the error's cause
+  "ERR_ADAPTER", // a LoRA adapter directory is invalid or does not fit the model
+  "ERR_ARGUMENT", // a function argument or option is invalid
+  "ERR_CHECKPOINT", // a checkpoint directory is invalid or inconsistent
+  "ERR_CONFIG", // config.json is invalid
+  "ERR_DISPOSED", // the model or session was disposed
+  "ERR_DTYPE", // a tensor's dtype is wrong for its use
+  "ERR_FILE_OPEN", // a file cannot be opened or mapped
+  "ERR_ISA_UNSUPPORTED", // the CPU lacks the requested instruction set
+  "ERR_MISSING_TENSOR", // a tensor the model needs is absent
+  "ERR_NATIVE", // an unexpected native failure (a bug: please report it)
+  "ERR_NATIVE_LOAD", // the native addon cannot be loaded
+  "ERR_NO_TOKENIZER", // a text API was called on a model without tokenizer.json
+  "ERR_OUT_OF_MEMORY", // an allocation failed
+  "ERR_PARSE_ARGS_UNKNOWN_OPTION", // CLI: an unknown flag
+  "ERR_SAFETENSORS", // a safetensors file is malformed
+  "ERR_SESSION_BUSY", // a session was stepped by two calls at once
+  "ERR_TENSOR_SHAPE", // a tensor's shape does not fit the config
+  "ERR_TOKEN_ID", // a token id is outside the vocabulary
+  "ERR_TOKENIZER", // tokenizer files are invalid
+  "ERR_UNSUPPORTED_DTYPE", // a dtype the engine does not implement
+  "ERR_USAGE", // CLI: wrong command-line usage
+] as const;
 
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+const KNOWN = new Set<string>(ERROR_CODES);
+
+export function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === "string" && KNOWN.has(code);
+}
+
+export class DeepGuardError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = "DeepGuardError";
     this.code = code;
@@ -22,7 +56,7 @@ export function wrapNativeError(err: unknown, where?: string): DeepGuardError {
   if (err instanceof DeepGuardError && !where) return err;
   if (err instanceof Error) {
     const code = (err as { code?: unknown }).code;
-    return new DeepGuardError(typeof code === "string" ? code : "ERR_NATIVE", prefix + err.message, { cause: err });
+    return new DeepGuardError(isErrorCode(code) ? code : "ERR_NATIVE", prefix + err.message, { cause: err });
   }
   return new DeepGuardError("ERR_NATIVE", prefix + String(err));
 }

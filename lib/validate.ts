@@ -4,7 +4,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { z } from "zod";
-import { DeepGuardError } from "./errors.js";
+import { DeepGuardError, type ErrorCode } from "./errors.js";
 
 type Issue = z.ZodError["issues"][number];
 
@@ -27,7 +27,7 @@ export function describeIssue(issue: Issue, prefix = ""): string {
  * Parsed JSON of a file; undefined when it does not exist and `optional`.
  * Unreadable files and invalid JSON throw `code`, naming the file.
  */
-export async function readJsonFile(path: string, code: string, optional = false): Promise<unknown> {
+export async function readJsonFile(path: string, code: ErrorCode, optional = false): Promise<unknown> {
   let text: string;
   try {
     text = await readFile(path, "utf8");

@@ -1,19 +1,31 @@
 #!/usr/bin/env node
-// Runs every compiled uvu suite (dist/test/*.test.js) and ends with the line
-// "N passed, N failed" that CI counts. Exit code is non-zero on any failure.
+// Runs every compiled uvu suite (dist/test/**/*.test.js, in subfolders by capability)
+// and ends with the line "N passed, N failed" that CI counts. Exit code is non-zero on
+// any failure. Arguments filter suites by substring of their path.
 import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync } from "node:fs";
-import { join, dirname } from "node:path";
+import { join, dirname, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const dir = join(root, "dist", "test");
 const only = process.argv.slice(2);
+
+function suites(d) {
+  return readdirSync(d, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? suites(join(d, e.name)) : e.name.endsWith(".test.js") ? [join(d, e.name)] : [],
+  );
+}
 // tsc never deletes outputs of removed sources: run only tests whose .ts exists.
-const files = readdirSync(dir)
-  .filter((f) => f.endsWith(".test.js") && existsSync(join(root, "test", f.replace(/\.js$/, ".ts"))))
+const files = suites(dir)
+  .map((f) => relative(dir, f))
+  .filter((f) => existsSync(join(root, "test", f.replace(/\.js$/, ".ts"))))
   .filter((f) => only.length === 0 || only.some((o) => f.includes(o)))
   .sort();
+if (files.length === 0) {
+  console.log("no test suite matched");
+  process.exit(1);
+}
 
 let passed = 0;
 let failed = 0;

@@ -4,8 +4,8 @@
  * f32 values (shortest round-trip decimal), as JSON.stringify prints them.
  */
 import type { Writable } from "node:stream";
-import type { ForwardResult } from "../model.js";
-import type { Matrix } from "../tensor.js";
+import type { ForwardResult } from "../model/model.js";
+import type { Matrix } from "../model/tensor.js";
 
 function rowJson(row: Float32Array): string {
   let s = "[";

@@ -8,7 +8,7 @@
  */
 import { parseArgs } from "node:util";
 import { DeepGuardError } from "../errors.js";
-import { Model } from "../model.js";
+import { Model } from "../model/model.js";
 import { writeForwardJson } from "./forward-json.js";
 
 const USAGE = `usage:

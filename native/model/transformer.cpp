@@ -6,7 +6,7 @@
 #include <string>
 #include <unordered_set>
 
-#include "kernels/cpu/ops.h"
+#include "kernels/ops.h"
 
 namespace dg {
 

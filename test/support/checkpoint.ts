@@ -7,7 +7,6 @@
  */
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { DeepGuardError } from "../../lib/errors.js";
 import { decodeTensor, encodeTensor } from "../../lib/io/dtype.js";
 import { writeSafetensors } from "../../lib/io/safetensors.js";
 import { makeTokenizerFiles } from "./tokenizer-fixture.js";
@@ -177,7 +176,7 @@ function parameterPlan(spec: TinySpec): Array<{ name: string; shape: number[]; i
 /** Splits names, in state-dict order, into `count` consecutive non-empty groups of about equal length. */
 function shardGroups(names: string[], count: number): string[][] {
   if (count > names.length) {
-    throw new DeepGuardError("ERR_FIXTURE", `cannot split ${names.length} tensors into ${count} non-empty shards`);
+    throw new Error(`cannot split ${names.length} tensors into ${count} non-empty shards`);
   }
   const groups: string[][] = Array.from({ length: count }, () => []);
   names.forEach((name, i) => groups[Math.floor((i * count) / names.length)].push(name));

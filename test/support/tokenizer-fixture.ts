@@ -4,7 +4,6 @@
  * from a built-in code corpus, and `<|endoftext|>` as the one special token.
  * The files have the layout of Qwen2's tokenizer.json / tokenizer_config.json.
  */
-import { DeepGuardError } from "../../lib/errors.js";
 
 export const EOS_TOKEN = "<|endoftext|>";
 
@@ -121,10 +120,7 @@ function learnVocabulary(symbols: string[], size: number): { tokens: string[]; m
       if (n > bestCount || (n === bestCount && key < best!)) best = key;
     }
     if (best === undefined) {
-      throw new DeepGuardError(
-        "ERR_FIXTURE",
-        `the tokenizer corpus supports at most ${tokens.length + 1} tokens, asked for ${size + 1}`,
-      );
+      throw new Error(`the tokenizer corpus supports at most ${tokens.length + 1} tokens, asked for ${size + 1}`);
     }
     const [left, right] = best.split(" ") as [string, string];
     merges.push(best);
@@ -156,10 +152,7 @@ export function makeTokenizerFiles(
   modelMaxLength = 2048,
 ): { tokenizerJson: object; tokenizerConfig: object; vocabSize: number } {
   if (!Number.isInteger(vocabSize) || vocabSize < 257) {
-    throw new DeepGuardError(
-      "ERR_FIXTURE",
-      `tokenizer vocabSize must be an integer >= 257 (256 bytes + ${EOS_TOKEN}), got ${vocabSize}`,
-    );
+    throw new Error(`tokenizer vocabSize must be an integer >= 257 (256 bytes + ${EOS_TOKEN}), got ${vocabSize}`);
   }
   const symbols = byteSymbols();
   const { tokens, merges } = learnVocabulary(symbols, vocabSize - 1);

@@ -1,7 +1,7 @@
 // SwiGLU gate of the Llama/Qwen2 MLP: down(silu(gate(x)) * up(x)).
 #include <cmath>
 
-#include "kernels/cpu/ops.h"
+#include "kernels/ops.h"
 
 namespace dg {
 

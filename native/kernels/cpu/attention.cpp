@@ -7,7 +7,7 @@
 
 #include "core/cpu_features.h"
 #include "kernels/cpu/attention_impl.h"
-#include "kernels/cpu/ops.h"
+#include "kernels/ops.h"
 
 namespace dg {
 namespace {

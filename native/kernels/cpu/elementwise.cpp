@@ -1,7 +1,7 @@
 // Residual add and token-embedding lookup.
 #include <cstring>
 
-#include "kernels/cpu/ops.h"
+#include "kernels/ops.h"
 
 namespace dg {
 

@@ -5,7 +5,7 @@
 
 #include "core/cpu_features.h"
 #include "kernels/cpu/matmul_impl.h"
-#include "kernels/cpu/ops.h"
+#include "kernels/ops.h"
 
 namespace dg {
 namespace detail {

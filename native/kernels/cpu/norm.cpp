@@ -1,7 +1,7 @@
 // RMSNorm, as Llama/Qwen2 use it: y = x / sqrt(mean(x^2) + eps) * w.
 #include <cmath>
 
-#include "kernels/cpu/ops.h"
+#include "kernels/ops.h"
 
 namespace dg {
 

@@ -1,7 +1,7 @@
 // Rotary position embedding, rotate-half form (HF Llama/Qwen2 apply_rotary_pos_emb).
 #include <cmath>
 
-#include "kernels/cpu/ops.h"
+#include "kernels/ops.h"
 
 namespace dg {
 

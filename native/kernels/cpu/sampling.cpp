@@ -16,7 +16,7 @@
 #include <cstring>
 #include <vector>
 
-#include "kernels/cpu/ops.h"
+#include "kernels/ops.h"
 
 namespace dg {
 namespace {

@@ -6,9 +6,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { Model, type GenerateOptions } from "../lib/index.js";
-import { makeTinyCheckpoint, tinySpecs } from "./support/checkpoint.js";
-import { expectError } from "./support/expect.js";
+import { Model, type GenerateOptions } from "../../lib/index.js";
+import { makeTinyCheckpoint, tinySpecs } from "../support/checkpoint.js";
+import { expectError } from "../support/expect.js";
 
 let root = "";
 let model: Model;

@@ -8,7 +8,7 @@ import {
   f32Bytes,
   f32ToBf16Bytes,
   f32ToF16Bytes,
-} from "../lib/io/dtype.js";
+} from "../../lib/io/dtype.js";
 
 function bits16(bytes: Uint8Array): number[] {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);

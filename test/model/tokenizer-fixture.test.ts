@@ -1,7 +1,7 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { Tokenizer } from "@huggingface/tokenizers";
-import { EOS_TOKEN, makeTokenizerFiles } from "./support/tokenizer-fixture.js";
+import { EOS_TOKEN, makeTokenizerFiles } from "../support/tokenizer-fixture.js";
 
 const CODE_SAMPLES = [
   "def add(a, b):\n    return a + b\n",

@@ -6,8 +6,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { TextStream } from "../lib/generate.js";
-import { Tokenizer } from "../lib/tokenizer.js";
+import { TextStream } from "../../lib/generate/generate.js";
+import { Tokenizer } from "../../lib/model/tokenizer.js";
 
 let root = "";
 let tokenizer: Tokenizer;

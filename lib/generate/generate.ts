@@ -3,11 +3,11 @@
  * top-k, top-p, seeded), stop strings, EOS, max tokens and AbortSignal.
  */
 import { z } from "zod";
-import { native } from "./native.js";
-import { parseOptions, signalSchema } from "./validate.js";
-import { Random } from "./random.js";
-import type { EvalResult, ModelSession } from "./session.js";
-import type { Tokenizer } from "./tokenizer.js";
+import { native } from "../native.js";
+import { parseOptions, signalSchema } from "../validate.js";
+import { Random } from "../random.js";
+import type { EvalResult, ModelSession } from "../model/session.js";
+import type { Tokenizer } from "../model/tokenizer.js";
 
 export interface SamplingOptions {
   /** 0 (default) = greedy. */

@@ -7,10 +7,10 @@
 import { access } from "node:fs/promises";
 import { join, resolve, sep } from "node:path";
 import { z } from "zod";
-import { DeepGuardError } from "./errors.js";
-import { readSafetensorsHeader, type SafetensorsHeader } from "./io/safetensors.js";
-import type { NativeTensorRef } from "./native-types.js";
-import { describeIssue, readJsonFile } from "./validate.js";
+import { DeepGuardError } from "../errors.js";
+import { readSafetensorsHeader, type SafetensorsHeader } from "../io/safetensors.js";
+import type { NativeTensorRef } from "../native-types.js";
+import { describeIssue, readJsonFile } from "../validate.js";
 
 export interface CheckpointFiles {
   /** Absolute paths of the safetensors files, in shard order. */

@@ -6,11 +6,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { Model } from "../lib/index.js";
-import { makeTinyCheckpoint, tinySpecs, type TinySpec } from "./support/checkpoint.js";
-import { flatten, randomIds, relativeError } from "./support/compare.js";
-import { expectError } from "./support/expect.js";
-import { referenceForward } from "./support/reference.js";
+import { Model } from "../../lib/index.js";
+import { makeTinyCheckpoint, tinySpecs, type TinySpec } from "../support/checkpoint.js";
+import { flatten, randomIds, relativeError } from "../support/compare.js";
+import { expectError } from "../support/expect.js";
+import { referenceForward } from "../support/reference.js";
 
 const TOLERANCE = 1e-4;
 let root = "";

@@ -3,9 +3,9 @@ import * as assert from "uvu/assert";
 import { mkdtemp, mkdir, readdir, readFile, rm, stat, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { decodeTensor, encodeTensor } from "../lib/io/dtype.js";
-import { readSafetensorsHeader, readTensorData, SAFETENSORS_DTYPES, writeFully, writeSafetensors } from "../lib/io/safetensors.js";
-import { expectError } from "./support/expect.js";
+import { decodeTensor, encodeTensor } from "../../lib/io/dtype.js";
+import { readSafetensorsHeader, readTensorData, SAFETENSORS_DTYPES, writeFully, writeSafetensors } from "../../lib/io/safetensors.js";
+import { expectError } from "../support/expect.js";
 
 let dir = "";
 test.before(async () => {

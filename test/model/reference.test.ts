@@ -5,8 +5,8 @@ import * as assert from "uvu/assert";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { makeTinyCheckpoint, tinySpecs, type TinyCheckpoint, type TinySpec } from "./support/checkpoint.js";
-import { applyRope, referenceForward } from "./support/reference.js";
+import { makeTinyCheckpoint, tinySpecs, type TinyCheckpoint, type TinySpec } from "../support/checkpoint.js";
+import { applyRope, referenceForward } from "../support/reference.js";
 
 let root = "";
 let count = 0;

@@ -4,9 +4,9 @@
  * sessions may share one Model and run concurrently (and be batched together).
  */
 import { z } from "zod";
-import { DeepGuardError, wrapNativeError } from "./errors.js";
-import type { NativeModel, NativeSession } from "./native-types.js";
-import { parseOptions, signalSchema } from "./validate.js";
+import { DeepGuardError, wrapNativeError } from "../errors.js";
+import type { NativeModel, NativeSession } from "../native-types.js";
+import { parseOptions, signalSchema } from "../validate.js";
 import { Matrix } from "./tensor.js";
 
 /** Which of the L+1 hidden states (HF output_hidden_states order) to return; negatives count from the end (-1 = final norm). */

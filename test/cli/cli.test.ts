@@ -7,11 +7,11 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { makeTinyCheckpoint, tinySpecs, type TinyCheckpoint } from "./support/checkpoint.js";
-import { flatten, relativeError } from "./support/compare.js";
-import { referenceForward } from "./support/reference.js";
+import { makeTinyCheckpoint, tinySpecs, type TinyCheckpoint } from "../support/checkpoint.js";
+import { flatten, relativeError } from "../support/compare.js";
+import { referenceForward } from "../support/reference.js";
 
-const cli = join(dirname(fileURLToPath(import.meta.url)), "..", "lib", "cli", "main.js");
+const cli = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "lib", "cli", "main.js");
 const spec = { ...tinySpecs()["llama-bf16-gqa-rope-linear"], tokenizer: true, vocab: 300 };
 let root = "";
 let ckpt: TinyCheckpoint;

@@ -8,9 +8,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { Model } from "../lib/index.js";
-import { makeTinyAdapter } from "./support/adapter.js";
-import { makeTinyCheckpoint, type TinyCheckpoint } from "./support/checkpoint.js";
+import { Model } from "../../lib/index.js";
+import { makeTinyAdapter } from "../support/adapter.js";
+import { makeTinyCheckpoint, type TinyCheckpoint } from "../support/checkpoint.js";
 import {
   FIXED_IDS,
   Findings,
@@ -26,7 +26,7 @@ import {
   settle,
   show,
   trace,
-} from "./support/fuzz.js";
+} from "../support/fuzz.js";
 
 let root = "";
 let small: TinyCheckpoint;
@@ -373,7 +373,7 @@ test("case 2: ~60 corrupted config.json files fail on shape checks before any la
 // process, so a crash is reported as a finding instead of killing this suite.
 // ---------------------------------------------------------------------------
 
-const LIB_URL = new URL("../lib/index.js", import.meta.url).href;
+const LIB_URL = new URL("../../lib/index.js", import.meta.url).href;
 
 /**
  * Loads `dir` and runs forward(FIXED_IDS) in a child process, which prints one

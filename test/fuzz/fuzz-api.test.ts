@@ -7,8 +7,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { Matrix, Model, ModelSession } from "../lib/index.js";
-import { makeTinyCheckpoint, type TinyCheckpoint } from "./support/checkpoint.js";
+import { Matrix, Model, ModelSession } from "../../lib/index.js";
+import { makeTinyCheckpoint, type TinyCheckpoint } from "../support/checkpoint.js";
 import {
   FIXED_IDS,
   Findings,
@@ -24,7 +24,7 @@ import {
   settle,
   show,
   trace,
-} from "./support/fuzz.js";
+} from "../support/fuzz.js";
 
 /** Time limit of the "is this session still usable" probe after each misuse call. */
 const PROBE_MS = 2000;

@@ -4,8 +4,8 @@
  * sees the final inv_freq table, so every scaling type is handled here.
  */
 import { z } from "zod";
-import { DeepGuardError } from "./errors.js";
-import { describeIssue, issueField } from "./validate.js";
+import { DeepGuardError } from "../errors.js";
+import { describeIssue, issueField } from "../validate.js";
 
 export type RopeScaling =
   | { type: "linear"; factor: number }

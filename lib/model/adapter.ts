@@ -6,10 +6,10 @@ import { join, resolve } from "node:path";
 import { z } from "zod";
 import { exists, tensorTable } from "./checkpoint.js";
 import type { ModelConfig } from "./config.js";
-import { DeepGuardError } from "./errors.js";
-import { readSafetensorsHeader } from "./io/safetensors.js";
-import type { NativeTensorRef } from "./native-types.js";
-import { describeIssue, issueField, readJsonFile } from "./validate.js";
+import { DeepGuardError } from "../errors.js";
+import { readSafetensorsHeader } from "../io/safetensors.js";
+import type { NativeTensorRef } from "../native-types.js";
+import { describeIssue, issueField, readJsonFile } from "../validate.js";
 
 export const LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] as const;
 export type LoraTarget = (typeof LORA_TARGETS)[number];

@@ -4,8 +4,8 @@
  */
 import { join } from "node:path";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
-import { DeepGuardError } from "./errors.js";
-import { readJsonFile } from "./validate.js";
+import { DeepGuardError } from "../errors.js";
+import { readJsonFile } from "../validate.js";
 
 export interface EncodeOptions {
   /** Add the tokenizer's special tokens (e.g. BOS), as HF `tokenizer(text)` does. Default true. */

@@ -5,10 +5,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { Model } from "../lib/index.js";
-import { readSafetensorsHeader, readTensorData, writeSafetensors } from "../lib/io/safetensors.js";
-import { makeTinyCheckpoint, tinySpecs } from "./support/checkpoint.js";
-import { expectError } from "./support/expect.js";
+import { Model } from "../../lib/index.js";
+import { readSafetensorsHeader, readTensorData, writeSafetensors } from "../../lib/io/safetensors.js";
+import { makeTinyCheckpoint, tinySpecs } from "../support/checkpoint.js";
+import { expectError } from "../support/expect.js";
 
 let root = "";
 let n = 0;

@@ -1,7 +1,7 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { parseModelConfig } from "../lib/index.js";
-import { expectError } from "./support/expect.js";
+import { parseModelConfig } from "../../lib/index.js";
+import { expectError } from "../support/expect.js";
 
 const base = {
   architectures: ["LlamaForCausalLM"],

@@ -3,9 +3,9 @@
 // that exercise the SIMD tails, row tails, token tiles and the thread split.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { native } from "../lib/native.js";
-import { relativeError } from "./support/compare.js";
-import { expectError } from "./support/expect.js";
+import { native } from "../../lib/native.js";
+import { relativeError } from "../support/compare.js";
+import { expectError } from "../support/expect.js";
 
 type DType = "F32" | "F16" | "BF16";
 interface SamplingOptions {

@@ -11,17 +11,17 @@ import { join, resolve } from "node:path";
 import { readAdapter, type AdapterInfo } from "./adapter.js";
 import { locateCheckpoint } from "./checkpoint.js";
 import { readGenerationEosIds, readModelConfig, toNativeConfig, type ModelConfig } from "./config.js";
-import { DeepGuardError, wrapNativeError } from "./errors.js";
+import { DeepGuardError, wrapNativeError } from "../errors.js";
 import {
   generateTokens,
   resolveGenerateOptions,
   type GenerateOptions,
   type GenerationChunk,
   type GenerationResult,
-} from "./generate.js";
-import { native } from "./native.js";
-import { parseOptions, signalSchema } from "./validate.js";
-import type { NativeModel } from "./native-types.js";
+} from "../generate/generate.js";
+import { native } from "../native.js";
+import { parseOptions, signalSchema } from "../validate.js";
+import type { NativeModel } from "../native-types.js";
 import { z } from "zod";
 import { evalBatch, ModelSession, toTokenArray, type EvalOptions, type EvalResult } from "./session.js";
 import { Tokenizer } from "./tokenizer.js";

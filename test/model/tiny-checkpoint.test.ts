@@ -6,10 +6,10 @@ import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
-import { decodeTensor } from "../lib/io/dtype.js";
-import { readSafetensorsHeader, readTensorData } from "../lib/io/safetensors.js";
-import { makeTinyCheckpoint, tinySpecs, type TinySpec } from "./support/checkpoint.js";
-import { EOS_TOKEN } from "./support/tokenizer-fixture.js";
+import { decodeTensor } from "../../lib/io/dtype.js";
+import { readSafetensorsHeader, readTensorData } from "../../lib/io/safetensors.js";
+import { makeTinyCheckpoint, tinySpecs, type TinySpec } from "../support/checkpoint.js";
+import { EOS_TOKEN } from "../support/tokenizer-fixture.js";
 
 let root = "";
 test.before(async () => {

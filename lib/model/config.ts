@@ -3,10 +3,10 @@
  * normalized with the defaults transformers applies (LlamaConfig, Qwen2Config).
  */
 import { z } from "zod";
-import { DeepGuardError } from "./errors.js";
-import type { NativeModelConfig } from "./native-types.js";
+import { DeepGuardError } from "../errors.js";
+import type { NativeModelConfig } from "../native-types.js";
 import { parseRopeScaling, ropeInverseFrequencies, type RopeScaling } from "./rope.js";
-import { describeIssue, readJsonFile } from "./validate.js";
+import { describeIssue, readJsonFile } from "../validate.js";
 
 export const SUPPORTED_ARCHITECTURES = ["LlamaForCausalLM", "Qwen2ForCausalLM"] as const;
 export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
