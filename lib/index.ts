@@ -12,3 +12,5 @@ export { parseModelConfig, readModelConfig, SUPPORTED_ARCHITECTURES, type ModelC
 export { Matrix } from "./model/tensor.js";
 export { LORA_TARGETS, type AdapterInfo, type LoraTarget } from "./model/adapter.js";
 export { DeepGuardError, ERROR_CODES, isErrorCode, type ErrorCode } from "./errors.js";
+export { AdamW, clipGradNorm, type AdamWOptions, type AdamWState } from "./train/optimizer.js";
+export { learningRate, type ScheduleOptions } from "./train/schedule.js";
