@@ -15,3 +15,5 @@ export { DeepGuardError, ERROR_CODES, isErrorCode, throwIfAborted, type ErrorCod
 export { AdamW, clipGradNorm, type AdamWOptions, type AdamWState } from "./train/optimizer.js";
 export { learningRate, type ScheduleOptions } from "./train/schedule.js";
 export { trainTokenizer, DEFAULT_SPECIAL_TOKENS, type TrainTokenizerOptions, type TrainTokenizerResult } from "./tokenizer/train.js";
+export { buildCorpus, readExclusionTexts, type BuildCorpusOptions, type CorpusManifest, type CorpusSource } from "./corpus/build.js";
+export { packCorpus, readPacked, type PackOptions, type PackResult } from "./corpus/pack.js";

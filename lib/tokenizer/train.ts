@@ -6,6 +6,7 @@
 import { mkdir, readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
+import { jsonlTexts } from "../corpus/jsonl.js";
 import { DeepGuardError, throwIfAborted } from "../errors.js";
 import { writeJsonAtomic } from "../io/atomic.js";
 import { parseOptions, signalSchema } from "../validate.js";
@@ -15,7 +16,7 @@ import { tokenizerFiles } from "./byte-level.js";
 export const DEFAULT_SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>"] as const;
 
 export interface TrainTokenizerOptions {
-  /** Files or directories (searched recursively) of training text. */
+  /** Files or directories (searched recursively) of training text; a .jsonl file gives each line's `text`. */
   corpus: string[];
   /** Tokens in all, the special tokens included (default 8192). */
   vocabSize?: number;
@@ -96,7 +97,8 @@ export async function trainTokenizer(options: TrainTokenizerOptions): Promise<Tr
     const data = await readFile(file);
     if (looksBinary(data)) continue;
     bytes += data.length;
-    counter.add(data.toString("utf8"));
+    if (file.endsWith(".jsonl")) for (const text of jsonlTexts(data.toString("utf8"), file)) counter.add(text);
+    else counter.add(data.toString("utf8"));
     if (i % 64 === 0) o.onProgress?.({ phase: "read", done: i + 1, total: files.length });
   }
   o.onProgress?.({ phase: "read", done: files.length, total: files.length });
