@@ -11,6 +11,9 @@ export {
 export { parseModelConfig, readModelConfig, SUPPORTED_ARCHITECTURES, type ModelConfig, type Architecture } from "./model/config.js";
 export { Matrix } from "./model/tensor.js";
 export { LORA_TARGETS, type AdapterInfo, type LoraTarget } from "./model/adapter.js";
-export { DeepGuardError, ERROR_CODES, isErrorCode, type ErrorCode } from "./errors.js";
+export { DeepGuardError, ERROR_CODES, isErrorCode, throwIfAborted, type ErrorCode } from "./errors.js";
 export { AdamW, clipGradNorm, type AdamWOptions, type AdamWState } from "./train/optimizer.js";
 export { learningRate, type ScheduleOptions } from "./train/schedule.js";
+export { trainTokenizer, DEFAULT_SPECIAL_TOKENS, type TrainTokenizerOptions, type TrainTokenizerResult } from "./tokenizer/train.js";
+export { buildCorpus, readExclusionTexts, type BuildCorpusOptions, type CorpusManifest, type CorpusSource } from "./corpus/build.js";
+export { packCorpus, readPacked, type PackOptions, type PackResult } from "./corpus/pack.js";

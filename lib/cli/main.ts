@@ -5,16 +5,22 @@
  *   deepguard forward <model-dir> (--ids 1,2,3 | --text "...") [--json]
  *     (without --json: each token and its top 5 next-token predictions)
  *   deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
+ *   deepguard tokenizer train --corpus <file-or-dir> --out <dir> [--vocab 8192]
+ *   deepguard corpus build|pack ...
  */
 import { parseArgs } from "node:util";
 import { DeepGuardError } from "../errors.js";
 import { Model } from "../model/model.js";
 import { writeForwardJson } from "./forward-json.js";
+import { CORPUS_USAGE, corpusCommand } from "./corpus.js";
+import { TOKENIZER_USAGE, tokenizerCommand } from "./tokenizer.js";
 
 const USAGE = `usage:
   deepguard inspect <model-dir> [--json]
   deepguard forward <model-dir> (--ids 1,2,3 | --text "...") [--json]
-  deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]`;
+  deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
+  ${TOKENIZER_USAGE}
+  ${CORPUS_USAGE}`;
 
 class UsageError extends DeepGuardError {
   constructor(message: string) {
@@ -123,6 +129,8 @@ async function main(argv: string[]): Promise<number> {
     if (command === "inspect") await inspect(rest);
     else if (command === "forward") await forward(rest);
     else if (command === "generate") await generate(rest);
+    else if (command === "tokenizer") await tokenizerCommand(rest);
+    else if (command === "corpus") await corpusCommand(rest);
     else if (command === undefined || command === "--help" || command === "-h") {
       process.stdout.write(USAGE + "\n");
       return command === undefined ? 2 : 0;
@@ -132,7 +140,8 @@ async function main(argv: string[]): Promise<number> {
     if ((err as Error).name === "AbortError") return 130;
     const code = (err as { code?: string }).code;
     process.stderr.write(`deepguard: ${code ? `[${code}] ` : ""}${(err as Error).message}\n`);
-    return err instanceof UsageError || (err as { code?: string }).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" ? 2 : 1;
+    // node:util parseArgs throws its own ERR_PARSE_ARGS_* codes for malformed flags.
+    return code === "ERR_USAGE" || /^ERR_PARSE_ARGS_/.test(code ?? "") ? 2 : 1;
   }
 }
 
