@@ -12,3 +12,6 @@ export { parseModelConfig, readModelConfig, SUPPORTED_ARCHITECTURES, type ModelC
 export { Matrix } from "./model/tensor.js";
 export { LORA_TARGETS, type AdapterInfo, type LoraTarget } from "./model/adapter.js";
 export { DeepGuardError, ERROR_CODES, isErrorCode, type ErrorCode } from "./errors.js";
+export { Dataset, changedMask, type DatasetOptions, type BatchOptions, type DroppedPairs, type PairSide, type SvenPair } from "./data/dataset.js";
+export { type InvalidLine } from "./data/sven.js";
+export { type TokenSpans } from "./model/token-offsets.js";
