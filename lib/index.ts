@@ -15,3 +15,13 @@ export { DeepGuardError, ERROR_CODES, isErrorCode, type ErrorCode } from "./erro
 export { Dataset, changedMask, type DatasetOptions, type BatchOptions, type DroppedPairs, type PairSide, type SvenPair } from "./data/dataset.js";
 export { type InvalidLine } from "./data/sven.js";
 export { type TokenSpans } from "./model/token-offsets.js";
+export {
+  probeLayers,
+  BAND_RULE,
+  type ProbeOptions,
+  type ProbeReport,
+  type ProbeProgress,
+  type LayerResult,
+  type Pooling,
+} from "./guard/probe.js";
+export { probeSvg, probeTable, writeProbeReport } from "./guard/probe-report.js";

@@ -173,6 +173,14 @@ export function pairFolds(pairCount: number, folds: number, seed: number): Int32
   return fold;
 }
 
+/** Rows (functions: 2p vulnerable, 2p + 1 secure) in fold `f` and outside it. */
+export function foldRows(fold: Int32Array, f: number): { train: number[]; test: number[] } {
+  const train: number[] = [];
+  const test: number[] = [];
+  for (let r = 0; r < fold.length * 2; r++) (fold[r >> 1] === f ? test : train).push(r);
+  return { train, test };
+}
+
 function meanStd(values: number[]): { mean: number; std: number } {
   const mean = values.reduce((a, b) => a + b, 0) / values.length;
   const variance = values.length > 1 ? values.reduce((a, v) => a + (v - mean) ** 2, 0) / (values.length - 1) : 0;
@@ -190,14 +198,11 @@ export function probeLayer(
   folds: number,
   l2: number,
 ): { accuracy: number[]; auc: number[]; unconverged: number } {
-  const functions = fold.length * 2;
   const acc: number[] = [];
   const aucs: number[] = [];
   let unconverged = 0;
   for (let f = 0; f < folds; f++) {
-    const trainRows: number[] = [];
-    const testRows: number[] = [];
-    for (let r = 0; r < functions; r++) (fold[r >> 1] === f ? testRows : trainRows).push(r);
+    const { train: trainRows, test: testRows } = foldRows(fold, f);
     const mean = new Float64Array(hidden);
     const scale = new Float64Array(hidden);
     for (const r of trainRows) for (let j = 0; j < hidden; j++) mean[j] += features[r * hidden + j];
