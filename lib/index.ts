@@ -25,3 +25,5 @@ export {
   type Pooling,
 } from "./guard/probe.js";
 export { probeSvg, probeTable, writeProbeReport } from "./guard/probe-report.js";
+export { AdamW, clipGradNorm, type AdamWOptions, type AdamWState } from "./train/optimizer.js";
+export { learningRate, type ScheduleOptions } from "./train/schedule.js";

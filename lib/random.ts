@@ -17,6 +17,20 @@ export class Random {
     }
   }
 
+  /** The generator's state, for checkpoints: `Random.fromState(r.state())` continues the same stream. */
+  state(): [number, number, number, number] {
+    return [this.#s[0], this.#s[1], this.#s[2], this.#s[3]];
+  }
+
+  static fromState(state: readonly number[]): Random {
+    if (!Array.isArray(state) || state.length !== 4 || !state.every((x) => Number.isInteger(x) && x >= 0 && x <= 0xffffffff) || state.every((x) => x === 0)) {
+      throw new RangeError("a Random state is four uint32 values, not all zero");
+    }
+    const r = new Random(0);
+    r.#s.set(state);
+    return r;
+  }
+
   nextUint32(): number {
     const s = this.#s;
     const result = Math.imul(rotl(Math.imul(s[1], 5) >>> 0, 7), 9) >>> 0;
