@@ -12,6 +12,19 @@ export { parseModelConfig, readModelConfig, SUPPORTED_ARCHITECTURES, type ModelC
 export { Matrix } from "./model/tensor.js";
 export { LORA_TARGETS, type AdapterInfo, type LoraTarget } from "./model/adapter.js";
 export { DeepGuardError, ERROR_CODES, isErrorCode, throwIfAborted, type ErrorCode } from "./errors.js";
+export { Dataset, changedMask, type DatasetOptions, type BatchOptions, type DroppedPairs, type PairSide, type SvenPair } from "./data/dataset.js";
+export { type InvalidLine } from "./data/sven.js";
+export { type TokenSpans } from "./model/token-offsets.js";
+export {
+  probeLayers,
+  BAND_RULE,
+  type ProbeOptions,
+  type ProbeReport,
+  type ProbeProgress,
+  type LayerResult,
+  type Pooling,
+} from "./guard/probe.js";
+export { probeSvg, probeTable, writeProbeReport } from "./guard/probe-report.js";
 export { AdamW, clipGradNorm, type AdamWOptions, type AdamWState } from "./train/optimizer.js";
 export { learningRate, type ScheduleOptions } from "./train/schedule.js";
 export { trainTokenizer, DEFAULT_SPECIAL_TOKENS, type TrainTokenizerOptions, type TrainTokenizerResult } from "./tokenizer/train.js";

@@ -7,6 +7,7 @@
  *   deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
  *   deepguard tokenizer train --corpus <file-or-dir> --out <dir> [--vocab 8192]
  *   deepguard corpus build|pack ...
+ *   deepguard probe <model-dir> --data <sven-path> --out <dir> [--folds 5] [--seed S] [--pooling mean|changed] [--max-tokens N] [--json]
  */
 import { parseArgs } from "node:util";
 import { DeepGuardError } from "../errors.js";
@@ -14,13 +15,15 @@ import { Model } from "../model/model.js";
 import { writeForwardJson } from "./forward-json.js";
 import { CORPUS_USAGE, corpusCommand } from "./corpus.js";
 import { TOKENIZER_USAGE, tokenizerCommand } from "./tokenizer.js";
+import { PROBE_USAGE, probeCommand } from "./probe.js";
 
 const USAGE = `usage:
   deepguard inspect <model-dir> [--json]
   deepguard forward <model-dir> (--ids 1,2,3 | --text "...") [--json]
   deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
   ${TOKENIZER_USAGE}
-  ${CORPUS_USAGE}`;
+  ${CORPUS_USAGE}
+  ${PROBE_USAGE}`;
 
 class UsageError extends DeepGuardError {
   constructor(message: string) {
@@ -131,6 +134,7 @@ async function main(argv: string[]): Promise<number> {
     else if (command === "generate") await generate(rest);
     else if (command === "tokenizer") await tokenizerCommand(rest);
     else if (command === "corpus") await corpusCommand(rest);
+    else if (command === "probe") await probeCommand(rest);
     else if (command === undefined || command === "--help" || command === "-h") {
       process.stdout.write(USAGE + "\n");
       return command === undefined ? 2 : 0;
