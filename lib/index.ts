@@ -12,3 +12,6 @@ export { parseModelConfig, readModelConfig, SUPPORTED_ARCHITECTURES, type ModelC
 export { Matrix } from "./model/tensor.js";
 export { LORA_TARGETS, type AdapterInfo, type LoraTarget } from "./model/adapter.js";
 export { DeepGuardError, ERROR_CODES, isErrorCode, type ErrorCode } from "./errors.js";
+export { Sampler, sampleToken } from "./generate/sampler.js";
+export { type StepHook, type StepState, type StepDecision } from "./serve/hook.js";
+export { type SchedulerStats } from "./serve/scheduler.js";
