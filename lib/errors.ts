@@ -14,6 +14,7 @@ export const ERROR_CODES = [
   "ERR_CONTEXT_LENGTH", // a sequence would exceed max_position_embeddings (see Model.load's allowLongContext)
   "ERR_DISPOSED", // the model or session was disposed
   "ERR_DTYPE", // a tensor's dtype is wrong for its use
+  "ERR_ENV", // a DEEPGUARD_* environment variable is invalid
   "ERR_FILE_OPEN", // a file cannot be opened or mapped
   "ERR_ISA_UNSUPPORTED", // the CPU lacks the requested instruction set
   "ERR_MISSING_TENSOR", // a tensor the model needs is absent

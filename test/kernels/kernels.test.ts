@@ -486,6 +486,49 @@ test("attention is causal GQA softmax(q.k / sqrt(d)) . v over the cache, on ever
   });
 });
 
+test("attention propagates NaN and infinities the same way on every ISA", () => {
+  const rand = rng(21);
+  // [T, pos0, heads, kvHeads, hd]: head dims for the AVX-512, AVX2 and portable row
+  // kernels; T >= 4 takes the four-row prefill kernel on AVX-512.
+  const shapes: Array<[number, number, number, number, number]> = [
+    [1, 9, 2, 1, 16],
+    [6, 3, 2, 2, 32],
+    [2, 12, 2, 1, 8],
+    [3, 5, 1, 1, 5],
+  ];
+  // Poison one K position with NaN, +inf or -inf (V stays finite): a NaN or
+  // infinite score must give NaN outputs for every query that sees it.
+  for (const poison of [NaN, Infinity, -Infinity]) {
+    for (const [T, pos0, heads, kvHeads, hd] of shapes) {
+      const cap = pos0 + T;
+      const q = randomF32(T * heads * hd, rand, 1);
+      const k = randomF32(kvHeads * cap * hd, rand, 1);
+      const v = randomF32(kvHeads * cap * hd, rand, 1);
+      const at = 1; // seen by every query row (pos0 >= 3)
+      k[at * hd] = poison; // kv head 0, first dim
+      const masks = new Map<string, string>();
+      forEachIsa((isa) => {
+        const out = ops.attention(q, k, v, cap, T, pos0, heads, kvHeads, hd);
+        masks.set(isa, Array.from(out, (x) => (Number.isNaN(x) ? "n" : Number.isFinite(x) ? "f" : "i")).join(""));
+      });
+      const scalar = masks.get("scalar")!;
+      for (const [isa, mask] of masks) assert.is(mask, scalar, `${isa} vs scalar, poison ${poison}, hd=${hd}, T=${T}`);
+      // NaN: query heads reading kv head 0 are all NaN; the others are finite.
+      // (An infinite key gives a +inf or -inf score by the sign of q: the masks
+      // above already say every ISA agrees with the scalar kernel.)
+      if (!Number.isNaN(poison)) continue;
+      const group = heads / kvHeads;
+      for (let t = 0; t < T; t++)
+        for (let h = 0; h < heads; h++) {
+          const row = Array.from(ops.attention(q, k, v, cap, T, pos0, heads, kvHeads, hd).subarray((t * heads + h) * hd, (t * heads + h + 1) * hd));
+          const reads = Math.floor(h / group) === 0;
+          if (reads) assert.ok(row.every(Number.isNaN), `row ${t} head ${h} should be NaN (poison ${poison})`);
+          else assert.ok(row.every(Number.isFinite), `row ${t} head ${h} should be finite`);
+        }
+    }
+  }
+});
+
 test("attention rejects inconsistent shapes", async () => {
   const q = new Float32Array(2 * 3 * 4);
   const kv = new Float32Array(1 * 8 * 4);
