@@ -143,43 +143,6 @@ class NativeSession : public Napi::ObjectWrap<NativeSession> {
 };
 Napi::FunctionReference NativeSession::ctor;
 
-class StepWorker : public CodedWorker {
- public:
-  StepWorker(Napi::Env env, std::shared_ptr<Transformer> model) : CodedWorker(env), model_(std::move(model)) {}
-
-  std::vector<std::shared_ptr<Session>> sessions;
-  std::vector<std::vector<int32_t>> tokens;
-  dg::StepOptions opts;
-
- protected:
-  void Compute() override {
-    std::vector<dg::StepSegment> segs;
-    for (size_t i = 0; i < sessions.size(); ++i)
-      segs.push_back({sessions[i].get(), tokens[i].data(), int64_t(tokens[i].size())});
-    out_ = model_->step(segs, opts);
-  }
-  Napi::Value Result(Napi::Env env) override {
-    Napi::Array logits = Napi::Array::New(env, out_.size()), hidden = Napi::Array::New(env, out_.size());
-    for (size_t i = 0; i < out_.size(); ++i) {
-      logits.Set(uint32_t(i), ToFloat32Array(env, out_[i].logits));
-      hidden.Set(uint32_t(i), ToFloat32Array(env, out_[i].hidden));
-    }
-    Napi::Object r = Napi::Object::New(env);
-    r.Set("logits", logits);
-    r.Set("hidden", hidden);
-    return r;
-  }
-
- private:
-  static Napi::Float32Array ToFloat32Array(Napi::Env env, const std::vector<float>& v) {
-    Napi::Float32Array a = Napi::Float32Array::New(env, v.size());
-    if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * sizeof(float));
-    return a;
-  }
-  std::shared_ptr<Transformer> model_;
-  std::vector<dg::SegmentOutput> out_;
-};
-
 class AdapterWorker : public CodedWorker {
  public:
   AdapterWorker(Napi::Env env, std::shared_ptr<Transformer> model, dg::LoraSpec spec, std::vector<std::string> files,
@@ -206,7 +169,6 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "NativeModel",
                        {InstanceMethod<&NativeModel::CreateSession>("createSession"),
-                        InstanceMethod<&NativeModel::Step>("step"),
                         InstanceMethod<&NativeModel::LoadAdapter>("loadAdapter"),
                         InstanceMethod<&NativeModel::UnloadAdapter>("unloadAdapter"),
                         InstanceMethod<&NativeModel::Info>("info"),
@@ -232,49 +194,6 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     Napi::Object obj = NativeSession::ctor.New({});
     NativeSession::Unwrap(obj)->session = std::shared_ptr<Session>(new Session(*m), [m](Session* p) { delete p; });
     return obj;
-  }
-
-  // step(sessions: NativeSession[], tokens: Int32Array[], { logits: "none"|"last"|"all", capture: number[] })
-  Napi::Value Step(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (info.Length() < 3 || !info[0].IsArray() || !info[1].IsArray() || !info[2].IsObject())
-      ThrowCoded(env, "ERR_ARGUMENT", "step(sessions[], tokens[], options) expects two arrays and an object");
-    Napi::Array ss = info[0].As<Napi::Array>(), ts = info[1].As<Napi::Array>();
-    if (ss.Length() != ts.Length()) ThrowCoded(env, "ERR_ARGUMENT", "step: one token array per session");
-    auto* w = new StepWorker(env, get(env));
-    std::unique_ptr<StepWorker> guard(w);
-    for (uint32_t i = 0; i < ss.Length(); ++i) {
-      Napi::Value sv = ss.Get(i), tv = ts.Get(i);
-      if (!sv.IsObject() || !sv.As<Napi::Object>().InstanceOf(NativeSession::ctor.Value()))
-        ThrowCoded(env, "ERR_ARGUMENT", "step: sessions[" + std::to_string(i) + "] is not a NativeSession");
-      if (!tv.IsTypedArray() || tv.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-        ThrowCoded(env, "ERR_ARGUMENT", "step: tokens[" + std::to_string(i) + "] must be an Int32Array");
-      Napi::Int32Array arr = tv.As<Napi::Int32Array>();
-      w->sessions.push_back(NativeSession::Unwrap(sv.As<Napi::Object>())->get(env));
-      w->tokens.emplace_back(arr.Data(), arr.Data() + arr.ElementLength());
-    }
-    Napi::Object o = info[2].As<Napi::Object>();
-    const std::string mode = StringField(o, "logits");
-    if (mode == "none") w->opts.logits = dg::LogitsMode::None;
-    else if (mode == "last") w->opts.logits = dg::LogitsMode::Last;
-    else if (mode == "all") w->opts.logits = dg::LogitsMode::All;
-    else ThrowCoded(env, "ERR_ARGUMENT", "step: logits must be \"none\", \"last\" or \"all\"");
-    Napi::Value adapter = o.Get("adapter");
-    if (!adapter.IsUndefined()) {
-      if (!adapter.IsBoolean()) ThrowCoded(env, "ERR_ARGUMENT", "step: adapter must be a boolean");
-      w->opts.use_adapter = adapter.As<Napi::Boolean>().Value();
-    }
-    Napi::Value cap = o.Get("capture");
-    if (!cap.IsArray()) ThrowCoded(env, "ERR_ARGUMENT", "step: capture must be an array of layer indices");
-    Napi::Array ca = cap.As<Napi::Array>();
-    for (uint32_t i = 0; i < ca.Length(); ++i) {
-      Napi::Value v = ca.Get(i);
-      if (!v.IsNumber()) ThrowCoded(env, "ERR_ARGUMENT", "step: capture entries must be integers");
-      w->opts.capture.push_back(v.As<Napi::Number>().Int32Value());
-    }
-    Napi::Promise p = w->Promise();
-    guard.release()->Queue();
-    return p;
   }
 
   // loadAdapter({rank, scale, targets: string[], layers: number[]}, files, tensors) -> Promise<void>
@@ -340,6 +259,20 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+std::shared_ptr<dg::Transformer> UnwrapModel(Napi::Env env, const Napi::Value& v, const char* what) {
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(NativeModel::ctor.Value()))
+    ThrowCoded(env, "ERR_ARGUMENT", std::string(what) + " is not a NativeModel");
+  const std::shared_ptr<Transformer>& m = NativeModel::Unwrap(v.As<Napi::Object>())->model;
+  if (!m) ThrowCoded(env, "ERR_DISPOSED", "this model has been disposed");
+  return m;
+}
+
+std::shared_ptr<dg::Session> UnwrapSession(Napi::Env env, const Napi::Value& v, const std::string& what) {
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(NativeSession::ctor.Value()))
+    ThrowCoded(env, "ERR_ARGUMENT", what + " is not a NativeSession");
+  return NativeSession::Unwrap(v.As<Napi::Object>())->get(env);
+}
 
 void InitModel(Napi::Env env, Napi::Object exports) {
   NativeModel::ctor = Napi::Persistent(NativeModel::Define(env));

@@ -30,3 +30,6 @@ export { learningRate, type ScheduleOptions } from "./train/schedule.js";
 export { trainTokenizer, DEFAULT_SPECIAL_TOKENS, type TrainTokenizerOptions, type TrainTokenizerResult } from "./tokenizer/train.js";
 export { buildCorpus, readExclusionTexts, type BuildCorpusOptions, type CorpusManifest, type CorpusSource } from "./corpus/build.js";
 export { packCorpus, readPacked, type PackOptions, type PackResult } from "./corpus/pack.js";
+export { Sampler, sampleToken } from "./generate/sampler.js";
+export { type StepHook, type StepState, type StepDecision } from "./serve/hook.js";
+export { type SchedulerStats } from "./serve/scheduler.js";
