@@ -31,6 +31,17 @@ struct LinearOutput {
 };
 void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, int64_t T, ThreadPool& pool);
 
+// Backward of y = x . W^T + b, every gradient ACCUMULATED (+=), llm.c style, so
+// callers sum contributions (base + LoRA, several uses of one input); each
+// output pointer may be nullptr to skip it:
+//   dx[T][in]   += dy[T][out] . W[out][in]      (W in any stored dtype)
+//   dw[out][in] += dy[T][out]^T . x[T][in]      (f32)
+//   db[out]     += sum_t dy[t]
+// Large T runs on the forward GEMM kernels over transposed copies; T <= 4 reads W
+// once as row axpys (memory-bound, e.g. W^T q per decode step).
+void linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const Matrix& w, int64_t T,
+                     ThreadPool& pool);
+
 // ---- normalization (norm.cpp) -------------------------------------------------
 // y = x / sqrt(mean(x^2) + eps) * w, per row of d. y may alias x.
 void rmsnorm_forward(float* y, const float* x, const float* w, int64_t T, int64_t d, float eps);
