@@ -14,3 +14,6 @@ export { LORA_TARGETS, type AdapterInfo, type LoraTarget } from "./model/adapter
 export { DeepGuardError, ERROR_CODES, isErrorCode, type ErrorCode } from "./errors.js";
 export { AdamW, clipGradNorm, type AdamWOptions, type AdamWState } from "./train/optimizer.js";
 export { learningRate, type ScheduleOptions } from "./train/schedule.js";
+export { Dataset, changedMask, type DatasetOptions, type BatchOptions, type DroppedPairs, type PairSide, type SvenPair } from "./data/dataset.js";
+export { type InvalidLine } from "./data/sven.js";
+export { type TokenSpans } from "./model/token-offsets.js";
