@@ -57,7 +57,7 @@ gd::Dims ParseDims(Napi::Env env, Napi::Value v) {
   else if (agg == "mean") dims.aggregation = gd::Aggregation::Mean;
   else if (agg == "last") dims.aggregation = gd::Aggregation::Last;
   else if (agg == "weighted") dims.aggregation = gd::Aggregation::Weighted;
-  else ThrowCoded(env, "ERR_GUARD_AGGREGATION", "unknown aggregation \"" + agg + "\" (attention, mean, last or weighted)");
+  else ThrowCoded(env, "ERR_ARGUMENT", "unknown aggregation \"" + agg + "\" (attention, mean, last or weighted)");
   const double p = NumberField(o, "dropout");
   if (!(p >= 0 && p < 1)) Bad(env, "field dropout must be in [0, 1)");
   dims.dropout = float(p);
