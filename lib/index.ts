@@ -17,3 +17,14 @@ export { learningRate, type ScheduleOptions } from "./train/schedule.js";
 export { Dataset, changedMask, type DatasetOptions, type BatchOptions, type DroppedPairs, type PairSide, type SvenPair } from "./data/dataset.js";
 export { type InvalidLine } from "./data/sven.js";
 export { type TokenSpans } from "./model/token-offsets.js";
+export {
+  Guard,
+  AGGREGATIONS,
+  type Aggregation,
+  type GuardCreateOptions,
+  type HiddenBatchItem,
+  type GuardScore,
+  type ForwardTrainResult,
+} from "./guard/guard.js";
+export { type GuardFitOptions, type GuardFitResult, type GuardStepInfo, type GuardEpochInfo, type GuardValidation } from "./guard/fit.js";
+export { type ModelIdentity } from "./guard/identity.js";

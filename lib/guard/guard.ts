@@ -10,7 +10,9 @@
  */
 import { z } from "zod";
 import { DeepGuardError, wrapNativeError } from "../errors.js";
+import type { Dataset } from "../data/dataset.js";
 import type { Model } from "../model/model.js";
+import type { GuardFitOptions, GuardFitResult } from "./fit.js";
 import { toTokenArray } from "../model/session.js";
 import { native } from "../native.js";
 import type { NativeGuardSpec, NativeGuardTape } from "../native-types.js";
@@ -202,6 +204,16 @@ export class Guard {
       params: this.#params,
       tokenStats: this.tokenStats,
     });
+  }
+
+  /**
+   * Trains aggregator and analyzer on SVEN pairs with the base model frozen
+   * (lib/guard/fit.ts: margin + BCE loss, AdamW, warmup + decay, clipping,
+   * validation each epoch); accumulates the token security statistics.
+   */
+  async fit(train: Dataset, options?: GuardFitOptions): Promise<GuardFitResult> {
+    const { fitGuard } = await import("./fit.js");
+    return fitGuard(this, train, options);
   }
 
   /** Parameter shapes by name (guard.safetensors layout). */
