@@ -6,18 +6,24 @@
  *     (without --json: each token and its top 5 next-token predictions)
  *   deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
  *   deepguard probe <model-dir> --data <sven-path> --out <dir> [--folds 5] [--seed S] [--pooling mean|changed] [--max-tokens N] [--json]
+ *   deepguard guard train <model-dir> --data <path> --val <path> --out <dir> [--layers a-b] [--aggregation ...] [--epochs N] [--seed S]
+ *   deepguard scan <model-dir> --guard <dir> <file> [--html <out.html>] [--json]
  */
 import { parseArgs } from "node:util";
 import { DeepGuardError } from "../errors.js";
 import { Model } from "../model/model.js";
 import { writeForwardJson } from "./forward-json.js";
 import { PROBE_USAGE, probeCommand } from "./probe.js";
+import { GUARD_TRAIN_USAGE, guardCommand } from "./guard-train.js";
+import { SCAN_USAGE, scanCommand } from "./scan.js";
 
 const USAGE = `usage:
   deepguard inspect <model-dir> [--json]
   deepguard forward <model-dir> (--ids 1,2,3 | --text "...") [--json]
   deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
-  ${PROBE_USAGE}`;
+  ${PROBE_USAGE}
+  ${GUARD_TRAIN_USAGE}
+  ${SCAN_USAGE}`;
 
 class UsageError extends DeepGuardError {
   constructor(message: string) {
@@ -127,6 +133,8 @@ async function main(argv: string[]): Promise<number> {
     else if (command === "forward") await forward(rest);
     else if (command === "generate") await generate(rest);
     else if (command === "probe") await probeCommand(rest);
+    else if (command === "guard") await guardCommand(rest);
+    else if (command === "scan") await scanCommand(rest);
     else if (command === undefined || command === "--help" || command === "-h") {
       process.stdout.write(USAGE + "\n");
       return command === undefined ? 2 : 0;

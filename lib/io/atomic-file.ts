@@ -1,24 +1,22 @@
-/**
- * Whole-file writes that never leave a half-written file behind: the data goes to
- * a temp name beside the target, is fsynced, then renamed over it.
- */
+/** Writes a whole file atomically: to a temp name beside it, fsynced, then renamed over `path`. */
 import { randomBytes } from "node:crypto";
 import { open, rename, unlink } from "node:fs/promises";
-import { DeepGuardError } from "../errors.js";
+import { writeFully } from "./safetensors.js";
 
-export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
-  const tempPath = `${path}.tmp-${process.pid}-${randomBytes(6).toString("hex")}`;
+export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
+  const bytes = typeof data === "string" ? Buffer.from(data, "utf8") : data;
+  const temp = `${path}.tmp-${process.pid}-${randomBytes(6).toString("hex")}`;
+  const file = await open(temp, "wx");
   try {
-    const file = await open(tempPath, "wx");
     try {
-      await file.writeFile(data);
+      await writeFully(file, bytes, 0, path);
       await file.sync();
     } finally {
       await file.close();
     }
-    await rename(tempPath, path);
+    await rename(temp, path);
   } catch (err) {
-    await unlink(tempPath).catch(() => undefined);
-    throw new DeepGuardError("ERR_FILE_WRITE", `cannot write ${path}: ${(err as Error).message}`, { cause: err });
+    await unlink(temp).catch(() => undefined);
+    throw err;
   }
 }
