@@ -19,6 +19,7 @@ export { type InvalidLine } from "./data/sven.js";
 export { type TokenSpans } from "./model/token-offsets.js";
 export {
   Guard,
+  GuardScorer,
   AGGREGATIONS,
   type Aggregation,
   type GuardCreateOptions,

@@ -54,6 +54,20 @@ test("score runs one forward; scoreHidden on the captured states gives the same;
   }
 });
 
+test("scorer(): a frozen copy with the same scores for every aggregation (attention folded)", async () => {
+  const s = ids(10, 7);
+  for (const aggregation of ["attention", "mean", "last", "weighted"] as const) {
+    const guard = Guard.create(model, { layers: [0, 1, 2], aggregation, seed: 8 });
+    const scorer = await guard.scorer();
+    const [a, b] = [await guard.score(s), await scorer.score(s)];
+    for (let t = 0; t < s.length; t++) assert.ok(Math.abs(a.tokens[t] - b.tokens[t]) < 1e-5, `${aggregation} token ${t}`);
+    guard.parameters()["analyzer.fc4.bias"][0] += 5;
+    const c = await scorer.score(s);
+    assert.equal(Array.from(c.tokens), Array.from(b.tokens), "later parameter changes do not reach the scorer");
+    assert.ok((await guard.score(s)).sequence > a.sequence);
+  }
+});
+
 test("Guard.create: seeded, and bad options are coded errors", async () => {
   const a = Guard.create(model, { layers: [1, 2], aggregation: "weighted", seed: 5 });
   const b = Guard.create(model, { layers: [1, 2], aggregation: "weighted", seed: 5 });
