@@ -186,35 +186,44 @@ void guard_forward_fused(Tape& tp, const Dims& dims, const Params& p, const Fuse
   const float inv_m = 1.f / float(m), c = 1.f / std::sqrt(float(d));
   size(tp.mu, plane), size(tp.u, plane), size(tp.hbar, plane);
   const float* h = tp.h.data();
-  for (int64_t t = 0; t < N; ++t) {
-    float* mu = tp.mu.data() + t * d;
-    std::memcpy(mu, h + t * d, size_t(d) * 4);
-    for (int64_t l = 1; l < m; ++l)
-      for (int64_t i = 0; i < d; ++i) mu[i] += h[l * plane + t * d + i];
-    for (int64_t i = 0; i < d; ++i) mu[i] *= inv_m;
-  }
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 14) / (m * d));
+  pool.parallel_for(N, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      float* mu = tp.mu.data() + t * d;
+      std::memcpy(mu, h + t * d, size_t(d) * 4);
+      for (int64_t l = 1; l < m; ++l)
+        for (int64_t i = 0; i < d; ++i) mu[i] += h[l * plane + t * d + i];
+      for (int64_t i = 0; i < d; ++i) mu[i] *= inv_m;
+    }
+  }, grain);
   linear_forward(tp.u.data(), tp.mu.data(), f32(f.query_key, d, d), f.query_key_bias, N, pool);
-  std::vector<float> sc(static_cast<size_t>(m));
-  for (int64_t t = 0; t < N; ++t) {
-    float mx = -INFINITY;
-    for (int64_t l = 0; l < m; ++l) {
-      const float* hl = h + l * plane + t * d;
-      const float* ut = tp.u.data() + t * d;
-      float s = 0.f;
-      for (int64_t i = 0; i < d; ++i) s += ut[i] * hl[i];
-      sc[size_t(l)] = c * s;
-      mx = std::max(mx, sc[size_t(l)]);
+  pool.parallel_for(N, [&](int64_t t0, int64_t t1) {
+    std::vector<float> sc(static_cast<size_t>(m));
+    for (int64_t t = t0; t < t1; ++t) {
+      float mx = -INFINITY;
+      for (int64_t l = 0; l < m; ++l) {
+        const float* hl = h + l * plane + t * d;
+        const float* ut = tp.u.data() + t * d;
+        float acc[8] = {};
+        int64_t i = 0;
+        for (; i + 8 <= d; i += 8)
+          for (int j = 0; j < 8; ++j) acc[j] += ut[i + j] * hl[i + j];
+        for (; i < d; ++i) acc[0] += ut[i] * hl[i];
+        const float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+        sc[size_t(l)] = c * s;
+        mx = std::max(mx, sc[size_t(l)]);
+      }
+      float sum = 0.f;
+      for (int64_t l = 0; l < m; ++l) sum += (sc[size_t(l)] = std::exp(sc[size_t(l)] - mx));
+      float* hbar = tp.hbar.data() + t * d;
+      std::fill(hbar, hbar + d, 0.f);
+      for (int64_t l = 0; l < m; ++l) {
+        const float a = sc[size_t(l)] / sum;
+        const float* hl = h + l * plane + t * d;
+        for (int64_t i = 0; i < d; ++i) hbar[i] += a * hl[i];
+      }
     }
-    float sum = 0.f;
-    for (int64_t l = 0; l < m; ++l) sum += (sc[size_t(l)] = std::exp(sc[size_t(l)] - mx));
-    float* hbar = tp.hbar.data() + t * d;
-    std::fill(hbar, hbar + d, 0.f);
-    for (int64_t l = 0; l < m; ++l) {
-      const float a = sc[size_t(l)] / sum;
-      const float* hl = h + l * plane + t * d;
-      for (int64_t i = 0; i < d; ++i) hbar[i] += a * hl[i];
-    }
-  }
+  }, grain);
   // h1 = F hbar + c1 + W1e E[id]: the embedding columns of fc1 on the gathered rows.
   size(tp.h1, N * kHidden1);
   linear_forward(tp.h1.data(), tp.hbar.data(), f32(f.value_fc1, kHidden1, d), f.value_fc1_bias, N, pool);
