@@ -275,7 +275,8 @@ export class Guard {
     const o = parseOptions(trainOptionsSchema, options, "Guard.forwardTrain");
     const checked = checkBatch(this.#spec, batch, "Guard.forwardTrain");
     const r = await this.#forward(checked, o.train, o.seed, true);
-    const tape = r.tape!;
+    // Released after the backward, so the activations can be collected.
+    let tape: NativeGuardTape | undefined = r.tape!;
     let used = false;
     return {
       scores: r.tokens.map(mean),
@@ -288,7 +289,8 @@ export class Guard {
         used = true;
         const dTokens = r.tokens.map((t, i) => new Float32Array(t.length).fill(dSequence[i] / t.length));
         try {
-          const dHidden = await native().guardBackward(this.#spec, this.#params, this.#grads, tape, dTokens);
+          const dHidden = await native().guardBackward(this.#spec, this.#params, this.#grads, tape!, dTokens);
+          tape = undefined;
           return { dHidden };
         } catch (err) {
           throw wrapNativeError(err);
