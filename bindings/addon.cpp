@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include "bindings/engine_binding.h"
+#include "bindings/guard_binding.h"
 #include "bindings/model_binding.h"
 #include "bindings/serve_binding.h"
 #include "bindings/testing_ops.h"
@@ -12,6 +13,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   dg_bind::InitEngine(env, exports);
   dg_bind::InitTrain(env, exports);
   dg_bind::InitServe(env, exports);
+  dg_bind::InitGuard(env, exports);
   exports.Set("testing", dg_bind::InitTestingOps(env));
   return exports;
 }

@@ -33,3 +33,15 @@ export { packCorpus, readPacked, type PackOptions, type PackResult } from "./cor
 export { Sampler, sampleToken } from "./generate/sampler.js";
 export { type StepHook, type StepState, type StepDecision } from "./serve/hook.js";
 export { type SchedulerStats } from "./serve/scheduler.js";
+export {
+  Guard,
+  GuardScorer,
+  AGGREGATIONS,
+  type Aggregation,
+  type GuardCreateOptions,
+  type HiddenBatchItem,
+  type GuardScore,
+  type ForwardTrainResult,
+} from "./guard/guard.js";
+export { type GuardFitOptions, type GuardFitResult, type GuardStepInfo, type GuardEpochInfo, type GuardValidation } from "./guard/fit.js";
+export { type ModelIdentity } from "./guard/identity.js";

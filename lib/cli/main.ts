@@ -8,6 +8,8 @@
  *   deepguard tokenizer train --corpus <file-or-dir> --out <dir> [--vocab 8192]
  *   deepguard corpus build|pack ...
  *   deepguard probe <model-dir> --data <sven-path> --out <dir> [--folds 5] [--seed S] [--pooling mean|changed] [--max-tokens N] [--json]
+ *   deepguard guard train <model-dir> --data <path> --val <path> --out <dir> [--layers a-b] [--aggregation ...] [--epochs N] [--seed S]
+ *   deepguard scan <model-dir> --guard <dir> <file> [--html <out.html>] [--json]
  */
 import { parseArgs } from "node:util";
 import { DeepGuardError } from "../errors.js";
@@ -16,6 +18,8 @@ import { writeForwardJson } from "./forward-json.js";
 import { CORPUS_USAGE, corpusCommand } from "./corpus.js";
 import { TOKENIZER_USAGE, tokenizerCommand } from "./tokenizer.js";
 import { PROBE_USAGE, probeCommand } from "./probe.js";
+import { GUARD_TRAIN_USAGE, guardCommand } from "./guard-train.js";
+import { SCAN_USAGE, scanCommand } from "./scan.js";
 
 const USAGE = `usage:
   deepguard inspect <model-dir> [--json]
@@ -24,6 +28,9 @@ const USAGE = `usage:
   ${TOKENIZER_USAGE}
   ${CORPUS_USAGE}
   ${PROBE_USAGE}`;
+  ${PROBE_USAGE}
+  ${GUARD_TRAIN_USAGE}
+  ${SCAN_USAGE}`;
 
 class UsageError extends DeepGuardError {
   constructor(message: string) {
@@ -135,6 +142,8 @@ async function main(argv: string[]): Promise<number> {
     else if (command === "tokenizer") await tokenizerCommand(rest);
     else if (command === "corpus") await corpusCommand(rest);
     else if (command === "probe") await probeCommand(rest);
+    else if (command === "guard") await guardCommand(rest);
+    else if (command === "scan") await scanCommand(rest);
     else if (command === undefined || command === "--help" || command === "-h") {
       process.stdout.write(USAGE + "\n");
       return command === undefined ? 2 : 0;
