@@ -27,7 +27,6 @@ const USAGE = `usage:
   deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
   ${TOKENIZER_USAGE}
   ${CORPUS_USAGE}
-  ${PROBE_USAGE}`;
   ${PROBE_USAGE}
   ${GUARD_TRAIN_USAGE}
   ${SCAN_USAGE}`;
