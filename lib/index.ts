@@ -45,3 +45,13 @@ export {
 } from "./guard/guard.js";
 export { type GuardFitOptions, type GuardFitResult, type GuardStepInfo, type GuardEpochInfo, type GuardValidation } from "./guard/fit.js";
 export { type ModelIdentity } from "./guard/identity.js";
+export {
+  Generator,
+  type GeneratorOptions,
+  type GuidedGenerateOptions,
+  type GuidedCompleteOptions,
+  type GuidedPiece,
+  type GuidedSample,
+  type GuidedResult,
+  type GuidedTimings,
+} from "./generate/guided.js";
