@@ -9,6 +9,8 @@
  *   deepguard corpus build|pack ...
  *   deepguard probe <model-dir> --data <sven-path> --out <dir> [--folds 5] [--seed S] [--pooling mean|changed] [--max-tokens N] [--json]
  *   deepguard guard train <model-dir> --data <path> --val <path> --out <dir> [--layers a-b] [--aggregation ...] [--epochs N] [--seed S]
+ *   deepguard generate <model-dir> "<prompt>" --guard <dir> [--adapter <dir>] [--interval 64] [--strength 1] [--n 4]
+ *   deepguard bench-k <model-dir> [--guard <dir>] [--k 1,2,...,inf] [--tokens 256] [--json] [--out <dir>]
  *   deepguard scan <model-dir> --guard <dir> <file> [--html <out.html>] [--json]
  */
 import { parseArgs } from "node:util";
@@ -20,6 +22,7 @@ import { TOKENIZER_USAGE, tokenizerCommand } from "./tokenizer.js";
 import { PROBE_USAGE, probeCommand } from "./probe.js";
 import { GUARD_TRAIN_USAGE, guardCommand } from "./guard-train.js";
 import { SCAN_USAGE, scanCommand } from "./scan.js";
+import { BENCH_K_USAGE, GUIDED_USAGE, benchKCommand, guidedGenerateCommand, isGuidedGenerate } from "./guided.js";
 
 const USAGE = `usage:
   deepguard inspect <model-dir> [--json]
@@ -29,7 +32,9 @@ const USAGE = `usage:
   ${CORPUS_USAGE}
   ${PROBE_USAGE}
   ${GUARD_TRAIN_USAGE}
-  ${SCAN_USAGE}`;
+  ${SCAN_USAGE}
+  ${GUIDED_USAGE}
+  ${BENCH_K_USAGE}`;
 
 class UsageError extends DeepGuardError {
   constructor(message: string) {
@@ -137,7 +142,9 @@ async function main(argv: string[]): Promise<number> {
   try {
     if (command === "inspect") await inspect(rest);
     else if (command === "forward") await forward(rest);
+    else if (command === "generate" && isGuidedGenerate(rest)) await guidedGenerateCommand(rest);
     else if (command === "generate") await generate(rest);
+    else if (command === "bench-k") await benchKCommand(rest);
     else if (command === "tokenizer") await tokenizerCommand(rest);
     else if (command === "corpus") await corpusCommand(rest);
     else if (command === "probe") await probeCommand(rest);
