@@ -29,7 +29,7 @@ import type { Model } from "../model/model.js";
 import { toTokenArray, type ModelSession } from "../model/session.js";
 import type { Guard, GuardScorer, HiddenBatchItem } from "../guard/guard.js";
 import { abortError, Scheduler, type RequestStream } from "../serve/scheduler.js";
-import type { NativeServeEvent } from "../native-types.js";
+import type { NativeServeEvent, NativeServeRequest } from "../native-types.js";
 import { TextStream, type FinishReason, type SamplingOptions } from "./generate.js";
 
 export interface GeneratorOptions {
@@ -116,7 +116,8 @@ const generatorSchema = z
     rescore: z.enum(["captured", "reforward"]).default("captured"),
   })
   .strict()
-  .refine((o) => o.candidates === 1 || o.interval !== Infinity, { message: "candidate mode needs a finite interval", path: ["candidates"] });
+  .refine((o) => o.candidates === 1 || o.interval !== Infinity, { message: "candidate mode needs a finite interval", path: ["candidates"] })
+  .refine((o) => o.candidates === 1 || o.rescore === "captured", { message: 'candidate mode re-scores captured states only (rescore: "captured")', path: ["candidates"] });
 
 const runSchema = z
   .object({
@@ -274,11 +275,15 @@ class Sample {
   out = "";
   readonly pieces: GuidedPiece[] = [];
   candidates?: { intervals: number; changed: number };
+  /** Candidate mode: the sample this continuation belongs to, its place, and the parent's tokens before it. */
+  parent: Sample | null = null;
+  slot = 0;
+  offset = 0;
 
   constructor(
     readonly index: number,
     readonly seed: number,
-    readonly session: ModelSession,
+    public session: ModelSession,
     layers: number,
     text: TextStream | null,
   ) {
@@ -298,6 +303,10 @@ class GuidedRun {
   readonly #capture: number[];
   readonly #slot: number[];
   readonly #samples: Sample[] = [];
+  /** Every request in flight by id (samples, or candidates in candidate mode). */
+  readonly #byId = new Map<number, Sample>();
+  #roundLeft = 0;
+  #roundDone: (() => void) | null = null;
   readonly #extraSessions: ModelSession[] = [];
   #due: Sample[] = [];
   #flushQueued = false;
@@ -382,11 +391,12 @@ class GuidedRun {
     this.#opts.signal?.removeEventListener("abort", this.#onAbort);
     this.#cancelAll();
     for (const s of this.#samples) s.session.dispose();
+    for (const s of this.#byId.values()) s.session.dispose();
     for (const s of this.#extraSessions) s.dispose();
   }
 
   #cancelAll(): void {
-    for (const s of this.#samples) if (s.id >= 0 && !s.done) this.#ctx.scheduler.cancel(s.id);
+    for (const s of this.#byId.values()) if (!s.done) this.#ctx.scheduler.cancel(s.id);
   }
 
   #fail(err: unknown): void {
@@ -411,7 +421,7 @@ class GuidedRun {
       this.#samples.push(new Sample(i, this.#opts.seed + i, model.createSession(), layers, text));
     }
     let input = this.#prompt;
-    if (n > 1) {
+    if (n > 1 || this.#gen.candidates > 1) {
       // Shared prefill: all but the last 1-4 prompt tokens once (a multiple of 4
       // rows, the attention kernel's grouping), then n copies of its KV cache.
       const shared = Math.floor((this.#prompt.length - 1) / 4) * 4;
@@ -445,16 +455,96 @@ class GuidedRun {
       }
     }
     if (this.#opts.signal?.aborted) throw abortError(this.#opts.signal, "guided generation");
-    this.#submit(this.#samples, input);
+    if (this.#gen.candidates > 1) void this.#candidateRounds(input).catch((err) => this.#fail(err));
+    else this.#submit(this.#samples, input);
   }
 
-  #submit(samples: Sample[], input: Int32Array): void {
+  /**
+   * Candidate mode: every interval, each sample forks `c` continuations of k
+   * tokens from its KV cache; all samples' candidates decode as one batch,
+   * are scored in one call, and the most secure (ties: the most likely) is
+   * kept, its KV cache becoming the sample's.
+   */
+  async #candidateRounds(firstInput: Int32Array): Promise<void> {
     const gen = this.#gen;
-    const k = gen.interval;
+    const c = gen.candidates;
     const o = this.#opts;
-    const guided = gen.strength > 0;
-    const requests = samples.map((s) => ({
-      kind: "generate" as const,
+    const inputs = new Map(this.#samples.map((s) => [s, firstInput]));
+    for (let round = 0; ; round++) {
+      const active = this.#samples.filter((s) => !s.done);
+      if (active.length === 0 || this.#failed) return;
+      const cands: Sample[] = [];
+      for (const p of active) {
+        for (let j = 0; j < c; j++) {
+          const cs = new Sample(p.index, (p.seed + 7919 * (round * c + j)) % 2 ** 32, gen.model.createSession(), gen.guard.layers.length, null);
+          cs.session.native.copyFrom(p.session.native);
+          cs.parent = p;
+          cs.slot = j;
+          cs.offset = p.generated.length;
+          cs.sum = p.sum;
+          cs.count = p.count;
+          cs.score = p.score;
+          cands.push(cs);
+        }
+      }
+      const done = new Promise<void>((r) => (this.#roundDone = r));
+      this.#roundLeft = cands.length;
+      const guided = gen.strength > 0;
+      const requests = cands.map((cs) => {
+        const head = guided ? Math.max(0, 3 - cs.offset) : cs.offset === 0 ? 1 : 0;
+        return this.#request(cs, inputs.get(cs.parent!)!, {
+          maxTokens: Math.min(gen.interval, o.maxTokens - cs.offset),
+          logitBias: guided && cs.offset > 0 ? gen.biasFor(cs.parent!.score, cs.offset < 2) : null,
+          stepwise: head > 0,
+          pauseEvery: 0,
+          pauseHead: head,
+          logprobs: true,
+          keepSession: true,
+        });
+      });
+      this.#admit(cands, requests);
+      await done;
+      if (this.#failed) return;
+      await this.#rescoreBatch(cands);
+      for (const p of active) {
+        const group = cands.filter((x) => x.parent === p);
+        let best = group[0];
+        for (const x of group.slice(1)) {
+          if (x.score > best.score + 1e-9 || (Math.abs(x.score - best.score) <= 1e-9 && x.logprob > best.logprob)) best = x;
+        }
+        p.candidates ??= { intervals: 0, changed: 0 };
+        p.candidates.intervals++;
+        if (best.slot !== 0) p.candidates.changed++;
+        for (const token of best.generated) this.#emit(p, token, best.score);
+        p.sum = best.sum;
+        p.count = best.count;
+        p.score = best.score;
+        p.scores.push(best.score);
+        p.logprob += best.logprob;
+        p.allFed.push(...best.allFed);
+        p.session.dispose();
+        p.session = best.session;
+        for (const x of group) {
+          this.#byId.delete(x.id);
+          if (x !== best) x.session.dispose();
+        }
+        if (best.finishReason === "eos" || p.generated.length >= o.maxTokens) {
+          p.done = true;
+          p.finishReason = best.finishReason;
+        } else {
+          inputs.set(p, Int32Array.of(p.generated[p.generated.length - 1]));
+        }
+      }
+      this.#wakeUp();
+    }
+  }
+
+  #request(s: Sample, input: Int32Array, extra: Partial<NativeServeRequest>): NativeServeRequest {
+    const o = this.#opts;
+    s.input = input;
+    s.fedOfRequest = 0;
+    return {
+      kind: "generate",
       session: s.session.native,
       tokens: input,
       capture: this.#capture,
@@ -465,21 +555,43 @@ class GuidedRun {
       maxTokens: o.maxTokens,
       stopIds: o.stopOnEos ? [...this.#ctx.eosTokenIds] : [],
       logitBias: null,
-      stepwise: true,
-      // Pause where the bias may change: tokens 0, 1, 2 (the head push) and every interval.
-      pauseEvery: k === Infinity ? 0 : k,
-      pauseHead: guided ? 3 : 1,
-    }));
-    for (const s of samples) {
-      s.input = input;
-      s.fedOfRequest = 0;
-    }
+      ...extra,
+    };
+  }
+
+  /** Admits the requests atomically (they start in the same scheduler iteration). */
+  #admit(samples: Sample[], requests: NativeServeRequest[]): void {
     const ids = this.#ctx.scheduler.submitAll(requests, (ev) => this.#onEvent(ev));
-    ids.forEach((id, i) => (samples[i].id = id));
+    ids.forEach((id, i) => {
+      samples[i].id = id;
+      this.#byId.set(id, samples[i]);
+    });
+  }
+
+  #submit(samples: Sample[], input: Int32Array): void {
+    const k = this.#gen.interval;
+    const requests = samples.map((s) =>
+      this.#request(s, input, {
+        stepwise: true,
+        // Pause where the bias may change: tokens 0, 1, 2 (the head push) and every interval.
+        pauseEvery: k === Infinity ? 0 : k,
+        pauseHead: this.#gen.strength > 0 ? 3 : 1,
+      }),
+    );
+    this.#admit(samples, requests);
+  }
+
+  /** A generated token of a sample: its text, and a piece for stream(). */
+  #emit(s: Sample, token: number, score: number): void {
+    if (Number.isNaN(this.#firstTokenMs)) this.#firstTokenMs = performance.now() - this.#t0;
+    s.generated.push(token);
+    const text = s.text ? s.text.push(token) : "";
+    s.out += text;
+    if (s.index === 0 && s.parent === null) s.pieces.push({ text, tokens: [token], score });
   }
 
   #onEvent(ev: NativeServeEvent): void {
-    const s = this.#samples.find((x) => x.id === ev.id);
+    const s = this.#byId.get(ev.id);
     if (!s || s.done) return;
     try {
       if (ev.code !== undefined) {
@@ -488,13 +600,9 @@ class GuidedRun {
         this.#fail(s.error);
         return;
       }
-      for (const token of ev.tokens) {
-        if (Number.isNaN(this.#firstTokenMs)) this.#firstTokenMs = performance.now() - this.#t0;
-        s.generated.push(token);
-        const text = s.text ? s.text.push(token) : "";
-        s.out += text;
-        if (s.index === 0) s.pieces.push({ text, tokens: [token], score: s.score });
-      }
+      if (s.parent) s.generated.push(...ev.tokens);
+      else for (const token of ev.tokens) this.#emit(s, token, s.score);
+      if (ev.logprobs) for (const lp of ev.logprobs) s.logprob += lp;
       // Rows of the tokens fed this iteration: a token sampled after a pause is fed in
       // the same iteration, so the sampled tokens are recorded first.
       if (ev.fed > 0) {
@@ -512,6 +620,7 @@ class GuidedRun {
       if (ev.done) {
         s.done = true;
         s.finishReason = ev.finishReason ?? "maxTokens";
+        if (s.parent && --this.#roundLeft === 0) this.#roundDone?.();
       } else if (ev.awaiting) {
         this.#due.push(s);
         if (!this.#flushQueued) {
@@ -532,12 +641,13 @@ class GuidedRun {
     this.#due = [];
     const gen = this.#gen;
     try {
-      const rescore = due.filter((s) => s.generated.length % gen.interval === 0);
+      // Candidates are scored after their round; only the prompt is scored at a pause.
+      const rescore = due.filter((s) => (s.parent ? s.offset === 0 && s.generated.length === 0 : s.generated.length % gen.interval === 0));
       await this.#rescoreBatch(rescore);
-      for (const s of rescore) s.scores.push(s.score);
+      for (const s of rescore) if (!s.parent) s.scores.push(s.score);
       for (const s of due) {
         if (s.done) continue;
-        const g = s.generated.length;
+        const g = s.offset + s.generated.length;
         let decision: Float32Array | undefined;
         if (gen.strength > 0 && (g <= 2 || rescore.includes(s))) decision = gen.biasFor(s.score, g < 2);
         this.#ctx.scheduler.resume(s.id, decision);

@@ -144,6 +144,31 @@ test("streaming: pieces carry the latest score; a cancelled stream stops within 
   }
 });
 
+test("candidate mode: c continuations per interval, the most secure kept; KV caches follow the choice", async () => {
+  const p = promptOf(10, 4);
+  let changed = 0;
+  for (const seed of [1, 2, 3]) {
+    const gen = new Generator(model, guard, { interval: 4, strength: 1, candidates: 3 });
+    const r = await gen.complete(p, { ...sampling(seed, 14), n: 2 });
+    for (const s of r.samples) {
+      assert.is(s.tokens.length, 14);
+      assert.equal(s.candidates?.intervals, 4);
+      assert.ok(s.candidates!.changed <= 4);
+      changed += s.candidates!.changed;
+      assert.is(s.scores.length, 4);
+      // The kept continuation's hidden states are those of a fresh forward over the chosen tokens.
+      const fresh = await guard.score([...p, ...s.tokens.slice(0, -1)]);
+      assert.ok(Math.abs(s.score - fresh.sequence) < 1e-4, `${s.score} vs ${fresh.sequence}`);
+      assert.is(s.text, model.detokenize(s.tokens));
+    }
+    // The same seed gives the same samples.
+    const again = await gen.complete(p, { ...sampling(seed, 14), n: 2 });
+    assert.equal(again.samples.map((x) => x.tokens), r.samples.map((x) => x.tokens));
+  }
+  assert.ok(changed > 0, "the most secure candidate was sometimes not the first");
+  assert.is(model.servingStats.active, 0);
+});
+
 test("bad inputs are coded errors", async () => {
   for (const interval of [0, -1, 2.5, NaN, "4"]) {
     await expectError(() => new Generator(model, guard, { interval: interval as number }), "ERR_ARGUMENT", /interval/);
