@@ -22,5 +22,6 @@ const dtype = at >= 0 ? args.splice(at, 2)[1] : "F32";
 if (dtype !== "F32" && dtype !== "BF16") throw new Error(`--dtype must be F32 or BF16, got ${dtype}`);
 const cache = process.env.DEEPGUARD_BENCH_CACHE ?? join(homedir(), ".cache", "deepguard", "bench");
 const dir = await ensureRandomCheckpoint(join(cache, `qwen2-100m-${dtype.toLowerCase()}`), BENCH_SHAPES["100m"], dtype);
+process.env.DEEPGUARD_BENCH_COMMAND ??= `npm run bench:k -- ${args.join(" ")}`.trim();
 await benchKCommand([dir, "--out", join(repoRoot, "benchmarks", "results"), ...args]);
 process.stdout.write("wrote benchmarks/results/latency-vs-k.json and latency-vs-k.svg\n");

@@ -126,11 +126,11 @@ export async function benchKCommand(args: string[]): Promise<LatencyReport> {
     prompts: num("prompts", values.prompts, true, BENCH_K_USAGE),
     repeats: num("repeats", values.repeats, true, BENCH_K_USAGE),
     promptTokens: num("prompt-tokens", values["prompt-tokens"], true, BENCH_K_USAGE),
-    onRun: values.json ? undefined : ({ strategy, k, ms }) => process.stderr.write(`  ${strategy}${k === null ? "" : ` k=${k}`}: ${ms.toFixed(0)} ms\n`),
+    onRun: values.json ? undefined : ({ strategy, k, ms, cpuMs }) => process.stderr.write(`  ${strategy}${k === null ? "" : ` k=${k}`}: ${ms.toFixed(0)} ms (cpu ${cpuMs.toFixed(0)} ms)\n`),
   });
-  if (values.out) await writeLatencyReport(values.out, report, { command: `deepguard bench-k ${args.join(" ")}`, guard: values.guard ?? "random (top 4 layers, attention, seed 1)" });
+  if (values.out) await writeLatencyReport(values.out, report, { command: process.env.DEEPGUARD_BENCH_COMMAND ?? `deepguard bench-k ${args.join(" ")}`, guard: values.guard ?? "random (top 4 layers, attention, seed 1)" });
   if (values.json) process.stdout.write(JSON.stringify({ rows: report.rows }) + "\n");
-  else process.stdout.write(latencyTable(report.rows));
+  else process.stdout.write(latencyTable(report.rows, report.cpuOverheadPct));
   model.dispose();
   return report;
 }
@@ -150,7 +150,9 @@ export async function writeLatencyReport(dir: string, report: LatencyReport, met
     prompts: report.prompts,
     repeats: report.repeats,
     rows: report.rows,
+    cpuOverheadPct: report.cpuOverheadPct,
     runsMs: report.runs,
+    cpuMs: report.cpuRuns,
   });
   await writeFileAtomic(join(dir, "latency-vs-k.svg"), latencySvg(report.rows));
 }

@@ -59,6 +59,12 @@ export interface GuidedGenerateOptions extends SamplingOptions {
   /** Stop at the model's end-of-sequence token (default true). */
   stopOnEos?: boolean;
   signal?: AbortSignal;
+  /**
+   * Score the tokens fed since the last re-score when the generation ends, so
+   * that the sample's `score` covers the whole sequence (default true; false
+   * leaves it at the last re-score, e.g. for timing generation alone).
+   */
+  finalScore?: boolean;
 }
 
 export interface GuidedCompleteOptions extends GuidedGenerateOptions {
@@ -129,6 +135,7 @@ const runSchema = z
     stopOnEos: z.boolean().default(true),
     signal: signalSchema,
     n: z.number().int().min(1).max(256).default(1),
+    finalScore: z.boolean().default(true),
   })
   .strict();
 
@@ -363,7 +370,9 @@ class GuidedRun {
     for (const s of this.#samples.slice(1)) s.out += s.text?.flush() ?? "";
     const total = performance.now() - this.#t0;
     // Final scores over every token fed since the last re-score (one batched call).
-    await this.#rescoreBatch(this.#samples.filter((s) => s.pendIds.length > 0 || this.#gen.rescore === "reforward"));
+    if (this.#opts.finalScore) {
+      await this.#rescoreBatch(this.#samples.filter((s) => s.pendIds.length > 0 || (this.#gen.rescore === "reforward" && this.#gen.candidates === 1)));
+    }
     return {
       samples: this.#samples.map((s) => ({
         text: s.out,

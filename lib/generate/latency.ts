@@ -30,6 +30,10 @@ export interface LatencyReport {
   rows: LatencyRow[];
   /** Every measured latency (ms) per row, same order as rows. */
   runs: number[][];
+  /** Process CPU time (ms, all threads) of the same runs. */
+  cpuRuns: number[][];
+  /** Per row: the median over pairs of guided / plain CPU time - 1, in %. */
+  cpuOverheadPct: number[];
   tokens: number;
   promptTokens: number;
   prompts: number;
@@ -50,7 +54,7 @@ export interface LatencyOptions {
   strategies?: Strategy[];
   strength?: number;
   temperature?: number;
-  onRun?: (info: { strategy: Strategy; k: number | null; ms: number }) => void;
+  onRun?: (info: { strategy: Strategy; k: number | null; ms: number; cpuMs: number }) => void;
 }
 
 export const DEFAULT_KS = [1, 2, 4, 8, 16, 32, 64, 128, Infinity];
@@ -87,78 +91,107 @@ function median(xs: number[]): number {
 }
 
 /**
- * Runs the measurement. Runs are interleaved (every strategy and k for one
- * prompt before the next prompt) so that drift in a shared machine's load
- * spreads over all rows alike.
+ * Runs the measurement. For every repeat, prompt and k, plain generation and
+ * each guided strategy run back to back (the order rotating), so that a shared
+ * machine's changing load hits a guided run and its plain baseline alike; a
+ * row's overhead is the median over those pairs of guided / plain - 1 (plain's
+ * own row: the median of every plain run). Process CPU time (every thread) is
+ * recorded beside wall time: on a loaded machine it shows the work done.
  */
 export async function measureLatencyVsK(model: Model, guard: Guard | GuardScorer, options?: LatencyOptions): Promise<LatencyReport> {
   const o = parseOptions(latencySchema, options, "measureLatencyVsK");
   const vocab = model.config.vocabSize;
-  const plainOn = true; // plain is the baseline of every overhead, always measured
+  const guidedStrategies = (["captured", "reforward"] as const).filter((s) => o.strategies.includes(s));
   const gens = new Map<string, Generator>();
   for (const k of o.ks) {
-    if (o.strategies.includes("captured")) gens.set(`captured:${k}`, new Generator(model, guard, { interval: k, strength: o.strength }));
-    if (o.strategies.includes("reforward")) gens.set(`reforward:${k}`, new Generator(model, guard, { interval: k, strength: o.strength, rescore: "reforward" }));
+    for (const strategy of guidedStrategies) {
+      gens.set(`${strategy}:${k}`, new Generator(model, guard, { interval: k, strength: o.strength, rescore: strategy }));
+    }
   }
   const times = new Map<string, number[]>();
-  const record = (key: string, ms: number) => (times.get(key) ?? times.set(key, []).get(key)!).push(ms);
+  const cpu = new Map<string, number[]>();
+  const ratios = new Map<string, number[]>();
+  const cpuRatios = new Map<string, number[]>();
+  const push = <T>(m: Map<string, T[]>, key: string, v: T) => (m.get(key) ?? m.set(key, []).get(key)!).push(v);
   const sampling = (seed: number) => ({ maxTokens: o.tokens, temperature: o.temperature, topP: 0.95, seed, stopOnEos: false });
+  const guidedSampling = (seed: number) => ({ ...sampling(seed), finalScore: false });
+  const timed = async (fn: () => Promise<unknown>) => {
+    const c0 = process.cpuUsage();
+    const t = performance.now();
+    await fn();
+    const ms = performance.now() - t;
+    const c = process.cpuUsage(c0);
+    return { ms, cpuMs: (c.user + c.system) / 1000 };
+  };
   // Warm-up: page in the weights, build the guard's fused copy.
   const warm = Array.from({ length: o.promptTokens }, (_, i) => (i * 131 + 7) % vocab);
   await model.complete(warm, { ...sampling(0), maxTokens: 4 });
-  for (const g of gens.values()) {
-    await g.complete(warm, { ...sampling(0), maxTokens: 2 });
-    break;
-  }
+  for (const g of gens.values()) await g.complete(warm, { ...sampling(0), maxTokens: 2 });
+  let turn = 0;
   for (let r = 0; r < o.repeats; r++) {
     for (let p = 0; p < o.prompts; p++) {
       const prompt = Array.from({ length: o.promptTokens }, (_, i) => (i * 7919 + p * 104729 + 13) % vocab);
       const seed = 1000 + p;
-      if (plainOn) {
-        const t = performance.now();
-        const res = await model.complete(prompt, sampling(seed));
-        const ms = performance.now() - t;
-        if (res.tokens.length !== o.tokens) throw new DeepGuardError("ERR_NATIVE", `plain run generated ${res.tokens.length} tokens`);
-        record("plain", ms);
-        o.onRun?.({ strategy: "plain", k: null, ms });
-      }
-      for (const strategy of ["captured", "reforward"] as const) {
-        if (!o.strategies.includes(strategy)) continue;
-        for (const k of o.ks) {
-          const t = performance.now();
-          await gens.get(`${strategy}:${k}`)!.complete(prompt, sampling(seed));
-          const ms = performance.now() - t;
-          record(`${strategy}:${k}`, ms);
-          o.onRun?.({ strategy, k, ms });
+      for (const k of o.ks) {
+        const order: Strategy[] = ["plain", ...guidedStrategies];
+        const rot = turn++ % order.length;
+        const runs = [...order.slice(rot), ...order.slice(0, rot)];
+        const got = new Map<Strategy, { ms: number; cpuMs: number }>();
+        for (const strategy of runs) {
+          const m =
+            strategy === "plain"
+              ? await timed(async () => {
+                  const res = await model.complete(prompt, sampling(seed));
+                  if (res.tokens.length !== o.tokens) throw new DeepGuardError("ERR_NATIVE", `plain run generated ${res.tokens.length} tokens`);
+                })
+              : await timed(() => gens.get(`${strategy}:${k}`)!.complete(prompt, guidedSampling(seed)));
+          got.set(strategy, m);
+          const key = strategy === "plain" ? "plain" : `${strategy}:${k}`;
+          push(times, key, m.ms);
+          push(cpu, key, m.cpuMs);
+          o.onRun?.({ strategy, k: strategy === "plain" ? null : k, ms: m.ms, cpuMs: m.cpuMs });
+        }
+        const base = got.get("plain")!;
+        for (const strategy of guidedStrategies) {
+          push(ratios, `${strategy}:${k}`, got.get(strategy)!.ms / base.ms);
+          push(cpuRatios, `${strategy}:${k}`, got.get(strategy)!.cpuMs / base.cpuMs);
         }
       }
     }
   }
-  const base = median(times.get("plain")!);
   const rows: LatencyRow[] = [];
   const runs: number[][] = [];
-  const push = (strategy: Strategy, k: number | null, key: string) => {
+  const cpuRuns: number[][] = [];
+  const cpuOverheadPct: number[] = [];
+  const add = (strategy: Strategy, k: number | null, key: string) => {
     const ms = median(times.get(key)!);
     rows.push({
       strategy,
       k: k === null ? null : k === Infinity ? "inf" : k,
       latencyMs: ms,
       tokensPerSec: (o.tokens * 1000) / ms,
-      overheadPct: ((ms - base) / base) * 100,
+      overheadPct: k === null ? 0 : (median(ratios.get(key)!) - 1) * 100,
     });
     runs.push(times.get(key)!);
+    cpuRuns.push(cpu.get(key)!);
+    cpuOverheadPct.push(k === null ? 0 : (median(cpuRatios.get(key)!) - 1) * 100);
   };
-  push("plain", null, "plain");
-  for (const strategy of ["captured", "reforward"] as const) {
-    if (o.strategies.includes(strategy)) for (const k of o.ks) push(strategy, k, `${strategy}:${k}`);
-  }
-  return { rows, runs, tokens: o.tokens, promptTokens: o.promptTokens, prompts: o.prompts, repeats: o.repeats };
+  add("plain", null, "plain");
+  for (const strategy of guidedStrategies) for (const k of o.ks) add(strategy, k, `${strategy}:${k}`);
+  return { rows, runs, cpuRuns, cpuOverheadPct, tokens: o.tokens, promptTokens: o.promptTokens, prompts: o.prompts, repeats: o.repeats };
 }
 
 /** The terminal table. */
-export function latencyTable(rows: LatencyRow[]): string {
-  const head = ["strategy", "k", "latency ms", "tokens/s", "overhead %"];
-  const body = rows.map((r) => [r.strategy, r.k === null ? "-" : String(r.k), r.latencyMs.toFixed(1), r.tokensPerSec.toFixed(2), r.overheadPct.toFixed(1)]);
+export function latencyTable(rows: LatencyRow[], cpuOverheadPct?: number[]): string {
+  const head = ["strategy", "k", "latency ms", "tokens/s", "overhead %", ...(cpuOverheadPct ? ["cpu overhead %"] : [])];
+  const body = rows.map((r, i) => [
+    r.strategy,
+    r.k === null ? "-" : String(r.k),
+    r.latencyMs.toFixed(1),
+    r.tokensPerSec.toFixed(2),
+    r.overheadPct.toFixed(1),
+    ...(cpuOverheadPct ? [cpuOverheadPct[i].toFixed(1)] : []),
+  ]);
   const width = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
   const line = (cells: string[]) => cells.map((c, i) => (i < 2 ? c.padEnd(width[i]) : c.padStart(width[i]))).join("  ");
   return [line(head), width.map((w) => "-".repeat(w)).join("  "), ...body.map(line)].join("\n") + "\n";
