@@ -42,13 +42,15 @@ std::vector<dg::TensorRef> ParseTensors(Napi::Env env, const Napi::Array& ta) {
     Napi::Object t = ta.Get(i).As<Napi::Object>();
     dg::TensorRef r;
     r.name = StringField(t, "name");
-    r.file = int32_t(IntField(t, "file"));
-    r.offset = uint64_t(IntField(t, "offset"));
-    r.length = uint64_t(IntField(t, "length"));
+    r.file = int32_t(IntField(t, "file", 0, INT32_MAX));
+    r.offset = uint64_t(IntField(t, "offset", 0, kMaxSafeInteger));
+    r.length = uint64_t(IntField(t, "length", 0, kMaxSafeInteger));
     Napi::Value shape = t.Get("shape");
     if (!shape.IsArray()) ThrowCoded(env, "ERR_ARGUMENT", r.name + ": shape must be an array");
     Napi::Array sa = shape.As<Napi::Array>();
-    for (uint32_t j = 0; j < sa.Length(); ++j) r.shape.push_back(sa.Get(j).As<Napi::Number>().Int64Value());
+    if (sa.Length() > 8) ThrowCoded(env, "ERR_ARGUMENT", r.name + ": shape has more than 8 dimensions");
+    for (uint32_t j = 0; j < sa.Length(); ++j)
+      r.shape.push_back(ToInt(env, sa.Get(j), r.name + ": shape[" + std::to_string(j) + "]", 0, kMaxSafeInteger));
     // Tensors the model does not use may have any dtype; bound ones are checked at load.
     const std::string dtype = StringField(t, "dtype");
     if (!ParseDType(dtype, &r.dtype)) r.unsupported_dtype = dtype;
@@ -59,21 +61,23 @@ std::vector<dg::TensorRef> ParseTensors(Napi::Env env, const Napi::Array& ta) {
 
 dg::ModelConfig ParseConfig(const Napi::Object& o) {
   dg::ModelConfig c;
-  c.hidden = IntField(o, "hiddenSize");
-  c.n_layers = IntField(o, "numLayers");
-  c.n_heads = IntField(o, "numHeads");
-  c.n_kv_heads = IntField(o, "numKvHeads");
-  c.head_dim = IntField(o, "headDim");
-  c.intermediate = IntField(o, "intermediateSize");
-  c.vocab = IntField(o, "vocabSize");
+  // Bounds far beyond any real model, so products of two of them fit in int64
+  // and a hostile config cannot make a size computation wrap.
+  constexpr int64_t kDim = int64_t(1) << 20;
+  c.hidden = IntField(o, "hiddenSize", 1, kDim);
+  c.n_layers = IntField(o, "numLayers", 1, 4096);
+  c.n_heads = IntField(o, "numHeads", 1, 4096);
+  c.n_kv_heads = IntField(o, "numKvHeads", 1, 4096);
+  c.head_dim = IntField(o, "headDim", 1, 4096);
+  c.intermediate = IntField(o, "intermediateSize", 1, kDim);
+  c.vocab = IntField(o, "vocabSize", 1, INT32_MAX);
   c.rms_eps = float(NumberField(o, "rmsNormEps"));
   Napi::Value inv_freq = o.Get("ropeInvFreq");
   if (!inv_freq.IsArray()) ThrowCoded(o.Env(), "ERR_ARGUMENT", "field ropeInvFreq must be an array of numbers");
   Napi::Array fa = inv_freq.As<Napi::Array>();
-  for (uint32_t i = 0; i < fa.Length(); ++i) {
-    if (!fa.Get(i).IsNumber()) ThrowCoded(o.Env(), "ERR_ARGUMENT", "field ropeInvFreq must be an array of numbers");
-    c.rope_inv_freq.push_back(float(fa.Get(i).As<Napi::Number>().DoubleValue()));
-  }
+  if (fa.Length() > 4096) ThrowCoded(o.Env(), "ERR_ARGUMENT", "field ropeInvFreq has more than 4096 entries");
+  for (uint32_t i = 0; i < fa.Length(); ++i)
+    c.rope_inv_freq.push_back(float(ToFinite(o.Env(), fa.Get(i), "field ropeInvFreq[" + std::to_string(i) + "]")));
   c.tie_embeddings = BoolField(o, "tieWordEmbeddings");
   c.qkv_bias = BoolField(o, "qkvBias");
   c.o_bias = BoolField(o, "oBias");
@@ -134,9 +138,10 @@ class NativeSession : public Napi::ObjectWrap<NativeSession> {
     return Napi::Number::New(info.Env(), session ? double(session->cache_bytes()) : 0.0);
   }
   void Truncate(const Napi::CallbackInfo& info) {
-    if (info.Length() < 1 || !info[0].IsNumber()) ThrowCoded(info.Env(), "ERR_ARGUMENT", "truncate(n) needs a number");
+    const int64_t n = ToInt(info.Env(), info.Length() > 0 ? info[0] : info.Env().Undefined(), "truncate(n): n", 0,
+                            kMaxSafeInteger);
     const auto& s = get(info.Env());
-    Guarded(info.Env(), [&] { s->truncate(info[0].As<Napi::Number>().Int64Value()); });
+    Guarded(info.Env(), [&] { s->truncate(n); });
   }
   // copyFrom(other): this session becomes a copy of other's KV cache.
   void CopyFrom(const Napi::CallbackInfo& info) {
@@ -210,7 +215,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     if (info.Length() < 3 || !info[1].IsArray() || !info[2].IsArray())
       ThrowCoded(env, "ERR_ARGUMENT", "loadAdapter(spec, files[], tensors[])");
     dg::LoraSpec spec;
-    spec.rank = IntField(o, "rank");
+    spec.rank = IntField(o, "rank", 1, 1 << 16);
     spec.scale = float(NumberField(o, "scale"));
     Napi::Value targets = o.Get("targets"), layers = o.Get("layers");
     if (!targets.IsArray() || !layers.IsArray()) ThrowCoded(env, "ERR_ARGUMENT", "adapter spec needs targets[] and layers[]");
@@ -220,7 +225,10 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       spec.targets.push_back(p);
     }
     Napi::Array la = layers.As<Napi::Array>();
-    for (uint32_t i = 0; i < la.Length(); ++i) spec.layers.push_back(la.Get(i).As<Napi::Number>().Int64Value());
+    const int64_t n_layers = get(env)->config().n_layers;
+    if (la.Length() > uint32_t(n_layers)) ThrowCoded(env, "ERR_ADAPTER", "adapter spec names more layers than the model has");
+    for (uint32_t i = 0; i < la.Length(); ++i)
+      spec.layers.push_back(ToInt(env, la.Get(i), "adapter layers[" + std::to_string(i) + "]", 0, n_layers - 1));
     auto* w = new AdapterWorker(env, get(env), std::move(spec), ParseStrings(env, info[1].As<Napi::Array>(), "files"),
                                 ParseTensors(env, info[2].As<Napi::Array>()));
     Napi::Promise p = w->Promise();

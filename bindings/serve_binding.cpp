@@ -9,6 +9,7 @@
 #include <cstring>
 #include <memory>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "bindings/convert.h"
 #include "bindings/model_binding.h"
@@ -29,14 +30,20 @@ struct Hub {
   bool closing = false;
   int64_t vocab = 0, hidden = 0;
 
-  void ref(Napi::Env env, size_t before) {
-    if (before == 0 && !callbacks.empty() && tsfn_alive) tsfn.Ref(env);
-  }
-  void unref_if_idle(Napi::Env env) {
-    if (callbacks.empty()) {
-      if (tsfn_alive) tsfn.Unref(env);
-      if (closing) scheduler.reset();  // idle: joins at once, drops the model
+  std::unordered_set<uint64_t> awaiting;  // stepwise requests waiting for resume()
+  bool reffed = false;
+
+  // The process is kept alive while some request will still make progress on
+  // its own; requests that wait for resume() (an abandoned stepwise generation)
+  // do not hold it open.
+  void update_ref(Napi::Env env) {
+    const bool want = callbacks.size() > awaiting.size();
+    if (want != reffed && tsfn_alive) {
+      if (want) tsfn.Ref(env);
+      else tsfn.Unref(env);
+      reffed = want;
     }
+    if (callbacks.empty() && closing) scheduler.reset();  // idle: joins at once, drops the model
   }
 
   // On the JS thread: hands every ready event to its request's callback.
@@ -48,7 +55,12 @@ struct Hub {
       auto it = callbacks.find(ev.id);
       if (it == callbacks.end()) continue;
       std::shared_ptr<Napi::FunctionReference> cb = it->second;
-      if (ev.done) callbacks.erase(it);
+      if (ev.done) {
+        callbacks.erase(it);
+        awaiting.erase(ev.id);
+      } else if (ev.awaiting) {
+        awaiting.insert(ev.id);
+      }
       Napi::Object o = Napi::Object::New(env);
       o.Set("id", double(ev.id));
       Napi::Array tokens = Napi::Array::New(env, ev.tokens.size());
@@ -73,7 +85,7 @@ struct Hub {
         napi_fatal_exception(env, e.Value());
       }
     }
-    unref_if_idle(env);
+    update_ref(env);
   }
 
   static Napi::Float32Array Copy(Napi::Env env, const std::vector<float>& v) {
@@ -206,13 +218,12 @@ class NativeScheduler : public Napi::ObjectWrap<NativeScheduler> {
       reqs.push_back(ParseRequest(env, ra.Get(i), "requests[" + std::to_string(i) + "]", hub->vocab, n_layers_));
     std::vector<uint64_t> ids = Guarded(env, [&] { return hub->scheduler->submit(std::move(reqs)); });
     auto cb = std::make_shared<Napi::FunctionReference>(Napi::Persistent(info[1].As<Napi::Function>()));
-    const size_t before = hub->callbacks.size();
     Napi::Array out = Napi::Array::New(env, ids.size());
     for (size_t i = 0; i < ids.size(); ++i) {
       hub->callbacks[ids[i]] = cb;
       out.Set(uint32_t(i), double(ids[i]));
     }
-    hub->ref(env, before);
+    hub->update_ref(env);
     return out;
   }
 
@@ -223,7 +234,9 @@ class NativeScheduler : public Napi::ObjectWrap<NativeScheduler> {
 
   void Cancel(const Napi::CallbackInfo& info) {
     const uint64_t id = IdArg(info);
-    if (hub_ && hub_->scheduler) hub_->scheduler->cancel(id);
+    if (!hub_ || !hub_->scheduler) return;
+    hub_->scheduler->cancel(id);
+    if (hub_->awaiting.erase(id)) hub_->update_ref(info.Env());  // its end will be delivered
   }
 
   // resume(id, bias?: Float32Array | null): null clears the bias, undefined keeps it.
@@ -241,6 +254,7 @@ class NativeScheduler : public Napi::ObjectWrap<NativeScheduler> {
       bias.emplace(b.Data(), b.Data() + b.ElementLength());
     }
     Guarded(env, [&] { hub->scheduler->resume(id, std::move(bias)); });
+    if (hub->awaiting.erase(id)) hub->update_ref(env);
   }
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {
@@ -259,8 +273,7 @@ class NativeScheduler : public Napi::ObjectWrap<NativeScheduler> {
   void Close(const Napi::CallbackInfo& info) {
     if (!hub_ || hub_->closing) return;
     hub_->closing = true;
-    if (hub_->callbacks.empty()) hub_->scheduler.reset();
-    (void)info;
+    hub_->update_ref(info.Env());
   }
 
   std::shared_ptr<Hub> hub_;
