@@ -128,16 +128,20 @@ export function fitLogistic(x: Float64Array, y: Uint8Array, d: number, options: 
       for (let j = 0; j < p; j++) direction[j] = -grad[j];
       slope = -dot(grad, grad);
     }
-    // Backtracking line search (Armijo).
+    // Backtracking line search (Armijo). Near the optimum the loss stops resolving
+    // in float64 before the gradient does: there a step is taken when it shrinks the gradient.
+    const gradNorm = maxAbs(grad);
     let step = 1;
-    let trialLoss = Infinity;
-    for (let tries = 0; tries < 60; tries++) {
+    let accepted = false;
+    for (let tries = 0; tries < 60 && !accepted; tries++) {
       for (let j = 0; j < p; j++) trial[j] = theta[j] + step * direction[j];
-      trialLoss = evaluate(x, y, n, d, l2, trial, trialGrad, z);
-      if (trialLoss <= loss + 1e-4 * step * slope) break;
-      step *= 0.5;
+      const trialLoss = evaluate(x, y, n, d, l2, trial, trialGrad, z);
+      const flat = Math.abs(trialLoss - loss) <= 1e-14 * Math.max(1, Math.abs(loss));
+      accepted = trialLoss <= loss + 1e-4 * step * slope || (flat && maxAbs(trialGrad) < gradNorm);
+      if (accepted) loss = trialLoss;
+      else step *= 0.5;
     }
-    if (!(trialLoss <= loss)) break; // no progress possible in float64
+    if (!accepted) break; // no progress possible in float64
     const sk = new Float64Array(p);
     const ykNew = new Float64Array(p);
     for (let j = 0; j < p; j++) {
@@ -157,11 +161,8 @@ export function fitLogistic(x: Float64Array, y: Uint8Array, d: number, options: 
     }
     theta.set(trial);
     grad.set(trialGrad);
-    const improvement = loss - trialLoss;
-    loss = trialLoss;
     iterations++;
     converged = maxAbs(grad) < tolerance;
-    if (!converged && improvement <= 1e-16 * Math.max(1, Math.abs(loss))) break;
   }
   return { weights: theta.slice(0, d), bias: theta[d], iterations, converged, loss };
 }
