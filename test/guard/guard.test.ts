@@ -146,6 +146,9 @@ test("fit on a slice of SVEN lowers the validation margin loss; the same seed re
   assert.equal(a.g.parameters()["analyzer.fc1.weight"], b.g.parameters()["analyzer.fc1.weight"]);
   await expectError(() => guard.fit(small, { epochs: 0 }), "ERR_ARGUMENT", /epochs/);
   await expectError(() => guard.fit({} as Dataset), "ERR_ARGUMENT", /Dataset/);
+  const ac = new AbortController();
+  const aborted = guard.fit(small, { epochs: 1, batchSize: 4, cacheHidden: false, signal: ac.signal, onStep: () => ac.abort() });
+  await expectError(() => aborted, "ERR_ABORTED", /Guard\.fit was aborted/);
 });
 
 test("save then load gives identical scores and statistics; guard.json records the model identity", async () => {
