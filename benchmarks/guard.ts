@@ -25,12 +25,13 @@
  * Cache: DEEPGUARD_BENCH_CACHE, default ~/.cache/deepguard/bench.
  * Writes benchmarks/results/guard.json.
  */
-import { mkdir, rename, writeFile } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import { cpus, homedir, loadavg } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Guard, Model, type HiddenBatchItem } from "../lib/index.js";
+import { writeJsonAtomic } from "../lib/io/atomic.js";
 import { native } from "../lib/native.js";
 import { BENCH_SHAPES, ensureRandomCheckpoint } from "./support/random-checkpoint.js";
 
@@ -175,8 +176,7 @@ async function main(): Promise<void> {
   };
   const path = join(repoRoot, "benchmarks", "results", "guard.json");
   await mkdir(dirname(path), { recursive: true });
-  await writeFile(`${path}.tmp-${process.pid}`, JSON.stringify(report, null, 2) + "\n");
-  await rename(`${path}.tmp-${process.pid}`, path);
+  await writeJsonAtomic(path, report);
   console.log(`\nload average after ${loadAfter.map((l) => l.toFixed(2)).join(" ")}; wrote benchmarks/results/guard.json`);
 }
 

@@ -12,7 +12,7 @@ import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { DeepGuardError } from "../errors.js";
 import { Guard } from "../guard/guard.js";
-import { writeFileAtomic } from "../io/atomic-file.js";
+import { writeFileAtomic } from "../io/atomic.js";
 import { Model } from "../model/model.js";
 
 export const SCAN_USAGE = "deepguard scan <model-dir> --guard <dir> <file> [--html <out.html>] [--json]";

@@ -11,7 +11,7 @@ import { mkdir, readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { z } from "zod";
 import { DeepGuardError } from "../errors.js";
-import { writeFileAtomic } from "../io/atomic-file.js";
+import { writeFileAtomic } from "../io/atomic.js";
 import { readSafetensorsHeader, writeSafetensors, type TensorToWrite } from "../io/safetensors.js";
 import type { Model } from "../model/model.js";
 import { describeIssue } from "../validate.js";

@@ -158,6 +158,7 @@ export class Guard {
   readonly #params: Record<string, Float32Array>;
   readonly #grads: Record<string, Float32Array>;
   readonly #spec: NativeGuardSpec;
+  #gradQueue: Promise<void> = Promise.resolve();
 
   /** @internal Use Guard.create or Guard.load. */
   constructor(model: Model, state: GuardState) {
@@ -221,7 +222,10 @@ export class Guard {
     return parameterShapes(this.#spec.hiddenSize, this.#spec.layers, this.#spec.vocabSize, this.aggregation);
   }
 
-  /** Live parameter arrays, updated in place by an optimizer. */
+  /**
+   * Live parameter arrays, updated in place by an optimizer. Native calls read
+   * them while they run: await an optimizer step before scoring or training on.
+   */
   parameters(): Record<string, Float32Array> {
     return { ...this.#params };
   }
@@ -289,7 +293,10 @@ export class Guard {
         used = true;
         const dTokens = r.tokens.map((t, i) => new Float32Array(t.length).fill(dSequence[i] / t.length));
         try {
-          const dHidden = await native().guardBackward(this.#spec, this.#params, this.#grads, tape!, dTokens);
+          // Backward passes accumulate into the same gradient arrays: one at a time.
+          const run = this.#gradQueue.then(() => native().guardBackward(this.#spec, this.#params, this.#grads, tape!, dTokens));
+          this.#gradQueue = run.then(() => undefined, () => undefined);
+          const dHidden = await run;
           tape = undefined;
           return { dHidden };
         } catch (err) {
