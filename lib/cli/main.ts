@@ -5,16 +5,21 @@
  *   deepguard forward <model-dir> (--ids 1,2,3 | --text "...") [--json]
  *     (without --json: each token and its top 5 next-token predictions)
  *   deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
+ *   deepguard eval ... / deepguard eval report ... / deepguard check ... (lib/cli/eval.ts, lib/cli/check.ts)
  */
 import { parseArgs } from "node:util";
 import { DeepGuardError } from "../errors.js";
 import { Model } from "../model/model.js";
 import { writeForwardJson } from "./forward-json.js";
+import { CHECK_USAGE, checkCommand } from "./check.js";
+import { EVAL_USAGE, evalCommand } from "./eval.js";
 
 const USAGE = `usage:
   deepguard inspect <model-dir> [--json]
   deepguard forward <model-dir> (--ids 1,2,3 | --text "...") [--json]
-  deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]`;
+  deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
+${EVAL_USAGE}
+${CHECK_USAGE}`;
 
 class UsageError extends DeepGuardError {
   constructor(message: string) {
@@ -123,6 +128,8 @@ async function main(argv: string[]): Promise<number> {
     if (command === "inspect") await inspect(rest);
     else if (command === "forward") await forward(rest);
     else if (command === "generate") await generate(rest);
+    else if (command === "eval") await evalCommand(rest, (m) => new UsageError(m));
+    else if (command === "check") await checkCommand(rest, (m) => new UsageError(m));
     else if (command === undefined || command === "--help" || command === "-h") {
       process.stdout.write(USAGE + "\n");
       return command === undefined ? 2 : 0;
