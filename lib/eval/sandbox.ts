@@ -22,6 +22,7 @@
  * `DEEPGUARD_SANDBOX=bwrap|unshare|none` forces a mode (tests of the fallbacks).
  */
 import { spawn, spawnSync } from "node:child_process";
+import { constants as osConstants } from "node:os";
 import { accessSync, constants, existsSync, realpathSync, statSync } from "node:fs";
 import { chown, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -310,9 +311,19 @@ export async function runSandboxed(opts: RunOptions): Promise<RunResult> {
   clearTimeout(timer);
   opts.signal?.removeEventListener("abort", onAbort);
   if (opts.signal?.aborted) throw new DeepGuardError("ERR_ABORTED", "sandboxed run aborted", { cause: opts.signal.reason });
+  // bwrap and unshare report a program killed by a signal as exit status 128 + n.
+  let sig = signal;
+  let code = exitCode;
+  if (sig === null && iso.mode !== "none" && code !== null && code > 128 && code < 128 + 32) {
+    const name = Object.entries(osConstants.signals).find(([, n]) => n === code! - 128)?.[0];
+    if (name) {
+      sig = name as NodeJS.Signals;
+      code = null;
+    }
+  }
   return {
-    exitCode,
-    signal,
+    exitCode: code,
+    signal: sig,
     stdout: Buffer.concat(out).toString("utf8"),
     stderr: Buffer.concat(err).toString("utf8"),
     timedOut,
