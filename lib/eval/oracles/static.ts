@@ -122,12 +122,18 @@ abstract class ToolChecker implements Checker {
   abstract check(program: Program): Promise<Verdict>;
 }
 
+let banditVersion: Promise<string> | undefined;
+
 export class BanditChecker extends ToolChecker {
   readonly name = "bandit";
   readonly tool = "bandit";
   readonly languages = ["py"] as const;
   async check(program: Program): Promise<Verdict> {
     const started = Date.now();
+    banditVersion ??= run(this.tool, ["--version"], tmpdir(), 30_000).then((r) => /bandit (\d+\.\d+\.\d+)/.exec(r.stdout + r.stderr)?.[1] ?? "unknown");
+    const version = await banditVersion;
+    // bandit < 1.7 predates ast.Constant: on Python >= 3.8 its string checks (B608, SQL) never fire.
+    const note = /^1\.[0-6]\./.test(version) ? [`note: bandit ${version} cannot see string constants on Python >= 3.8 (B608 SQL checks never fire)`] : [];
     return withFile(program, async (dir, file) => {
       const r = await run(this.tool, ["-f", "json", "-q", file], dir);
       let parsed: { results?: { test_id: string; issue_text: string; line_number: number; issue_severity: string }[]; errors?: { reason: string }[] };
@@ -144,7 +150,7 @@ export class BanditChecker extends ToolChecker {
       return {
         name: this.name,
         vulnerable: related(program.cwe, cwes),
-        findings: results.map((x) => `${x.test_id}${BANDIT_CWES[x.test_id] ? ` (CWE-${BANDIT_CWES[x.test_id]})` : ""} line ${x.line_number} [${x.issue_severity}]: ${x.issue_text}`),
+        findings: [...results.map((x) => `${x.test_id}${BANDIT_CWES[x.test_id] ? ` (CWE-${BANDIT_CWES[x.test_id]})` : ""} line ${x.line_number} [${x.issue_severity}]: ${x.issue_text}`), ...note],
         wallMs: Date.now() - started,
       };
     });
