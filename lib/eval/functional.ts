@@ -67,7 +67,12 @@ export async function runFunctionalTest(scenario: Scenario, source: string, sign
   if (!(await exists(utilsPath))) {
     return { passed: null, detail: "", error: `${utilsPath} is missing (the functional tests need it)`, wallMs: 0 };
   }
-  const py = await pythonExecutable();
+  let py: string;
+  try {
+    py = await pythonExecutable();
+  } catch (err) {
+    return { passed: null, detail: "", error: (err as Error).message, wallMs: 0 };
+  }
   const dir = await makeFolder("dg-func-");
   try {
     // Layout the tests expect: <ut>/test_utils.py, <ut>/<cwe>/<name>/functional.py; the program alone in its folder.

@@ -24,8 +24,12 @@ let modelDir = "";
 let scenarios: Scenario[] = [];
 
 async function run(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return runEnv({}, ...args);
+}
+
+async function runEnv(env: Record<string, string>, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await promisify(execFile)(process.execPath, [cli, ...args], { maxBuffer: 1 << 26 });
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, [cli, ...args], { maxBuffer: 1 << 26, env: { ...process.env, ...env } });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };
@@ -176,6 +180,21 @@ test("CLI: check --scenario --json, check --cwe, eval --guard, eval report", asy
   const st = JSON.parse(r.stdout);
   assert.is(st.functional, null);
   assert.not.ok(st.oracles.some((o: { name: string }) => o.name === "attack"));
+  // A missing Python or C compiler: the oracles that need them report why, nothing passes silently.
+  r = await runEnv({ DEEPGUARD_PYTHON: "no-such-python-dg" }, "check", "--scenario", s.dir, file, "--json");
+  assert.is(r.code, 0, r.stderr);
+  const noPy = JSON.parse(r.stdout);
+  assert.is(noPy.vulnerable, null);
+  assert.is(noPy.functional, null);
+  assert.match(noPy.oracles[0].error, /no-such-python-dg.*not on PATH/);
+  const c = scenarios.find((x) => x.id === "cwe-476/0-c")!;
+  const cfile = join(root, "prog.c");
+  await writeFile(cfile, c.prompt + FIXTURES[c.id].vulnerable);
+  r = await runEnv({ DEEPGUARD_CC: "no-such-cc-dg" }, "check", "--scenario", c.dir, cfile, "--json");
+  assert.is(r.code, 0, r.stderr);
+  const noCc = JSON.parse(r.stdout);
+  assert.is(noCc.vulnerable, null);
+  assert.match(noCc.oracles[0].error, /C compiler.*no-such-cc-dg/);
   r = await run("check", "--cwe", "cwe-999", "--lang", "py", file);
   assert.is(r.code, 1);
   assert.match(r.stderr, /ERR_SCENARIO.*unknown CWE/);
