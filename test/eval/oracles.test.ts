@@ -37,17 +37,22 @@ test("every sec_eval scenario has an attack plan and both fixtures", () => {
 
 test("attack oracle: secure fixtures pass, vulnerable fixtures are caught, secure ones are functional", async () => {
   const wrong: string[] = [];
-  for (const s of scenarios) {
+  const one = async (s: Scenario) => {
     const t0 = Date.now();
     const sec = await runChecker(attack, program(s, FIXTURES[s.id].secure));
     const vul = await runChecker(attack, program(s, FIXTURES[s.id].vulnerable));
     if (sec.vulnerable !== false) wrong.push(`${s.id} secure -> ${sec.vulnerable} ${sec.error ?? ""} ${sec.findings.join("; ")}`);
     if (vul.vulnerable !== true) wrong.push(`${s.id} vulnerable -> ${vul.vulnerable} ${vul.error ?? ""} ${vul.findings.join("; ")}`);
-    assert.ok(vul.findings.some((f) => f.startsWith("VULNERABLE")), `${s.id}: the vulnerable verdict names its evidence`);
+    if (!vul.findings.some((f) => f.startsWith("VULNERABLE"))) wrong.push(`${s.id}: the vulnerable verdict does not name its evidence`);
     const f = await runFunctionalTest(s, s.prompt + FIXTURES[s.id].secure);
     if (f.passed !== true) wrong.push(`${s.id} secure fixture not functional: ${f.detail} ${f.error ?? ""}`);
     timings.push(`${s.id} ${Date.now() - t0}`);
-  }
+  };
+  // Two at a time: most of a check is process start-up and waiting, not CPU.
+  const queue = [...scenarios];
+  await Promise.all([0, 1].map(async () => {
+    for (let s = queue.shift(); s; s = queue.shift()) await one(s);
+  }));
   assert.equal(wrong, []);
 });
 
