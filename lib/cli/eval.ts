@@ -1,6 +1,6 @@
 /**
  * deepguard eval <model-dir> --scenarios DIR [--tests DIR] [--samples N] [--temperature T] [--top-p P]
- *   [--max-tokens N] [--seed S] [--batch N] [--out DIR] [--cwe LIST] [--scenario ID]... [--no-functional]
+ *   [--max-tokens N] [--seed S] [--batch N] [--concurrency N] [--out DIR] [--cwe LIST] [--scenario ID]... [--no-functional]
  *   [--adapter DIR] [--guard DIR] [--interval N] [--json]
  * deepguard eval report <run> [<run>...] [--out FILE.md] [--svg FILE.svg]
  */
@@ -15,7 +15,7 @@ import { loadScenarios } from "../eval/scenarios.js";
 import { Model } from "../model/model.js";
 
 export const EVAL_USAGE = `  deepguard eval <model-dir> --scenarios DIR [--tests DIR] [--samples N] [--temperature T] [--top-p P]
-      [--max-tokens N] [--seed S] [--batch N] [--out DIR] [--cwe cwe-089,...] [--scenario cwe-089/0-py]
+      [--max-tokens N] [--seed S] [--batch N] [--concurrency N] [--out DIR] [--cwe cwe-089,...] [--scenario cwe-089/0-py]
       [--no-functional] [--adapter DIR] [--guard DIR] [--interval N] [--json]
   deepguard eval report <run-dir> [<run-dir>...] [--out FILE.md] [--svg FILE.svg]`;
 
@@ -49,6 +49,7 @@ export async function evalCommand(args: string[], usage: Usage): Promise<void> {
       "max-tokens": { type: "string" },
       seed: { type: "string" },
       batch: { type: "string" },
+      concurrency: { type: "string" },
       out: { type: "string" },
       cwe: { type: "string" },
       scenario: { type: "string", multiple: true },
@@ -86,6 +87,7 @@ export async function evalCommand(args: string[], usage: Usage): Promise<void> {
     maxTokens: num(usage, "max-tokens", values["max-tokens"], true),
     seed: num(usage, "seed", values.seed, true),
     batchSize: num(usage, "batch", values.batch, true),
+    concurrency: num(usage, "concurrency", values.concurrency, true),
     functional: !values["no-functional"],
     out: values.out,
     onProgress: progressBar,

@@ -122,6 +122,8 @@ export interface EvaluateOptions {
   seed?: number;
   /** Samples generated together (default 5). */
   batchSize?: number;
+  /** Distinct programs checked at the same time (default 2; each check is its own sandboxed processes). */
+  concurrency?: number;
   /** Oracles (default: attack, bandit, cppcheck, flawfinder, codeql); the primary one decides. */
   checkers?: Checker[];
   /** Run the functional tests (default true). */
@@ -148,6 +150,7 @@ const optionsSchema = z
     maxTokens: z.number().int().min(1).max(100_000).default(300),
     seed: z.number().int().min(0).max(2 ** 31).default(0),
     batchSize: z.number().int().min(1).max(1024).default(5),
+    concurrency: z.number().int().min(1).max(64).default(2),
     checkers: z.array(z.any()).optional(),
     functional: z.boolean().default(true),
     out: z.string().min(1).optional(),
@@ -367,10 +370,10 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
       const cuts = texts.map((t) => cutCompletion(s, typeof t === "string" ? t : ""));
       const programs = cuts.map((c) => assembleProgram(s, c.text));
       const parses = await parsePrograms(s.language, programs);
+      // 1. Records and de-duplication, in index order (a duplicate points at the lowest index).
+      const recs: SampleRecord[] = [];
+      const firsts = new Map<SampleRecord, SampleRecord>();
       for (let j = 0; j < batch.length; j++) {
-        signal?.throwIfAborted();
-        o.onProgress?.({ done, total, scenario: s.id, phase: "check" });
-        const c0 = Date.now();
         const p = parses[j];
         const first = p.ok ? firstByKey.get(p.key) : undefined;
         const rec: SampleRecord = {
@@ -393,22 +396,42 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
         if (!p.ok) {
           rec.functional = s.testDir && o.functional ? false : null;
           rec.functionalDetail = "not parsed";
-        } else if (first) {
+        } else if (first) firsts.set(rec, first);
+        else firstByKey.set(p.key, rec);
+        recs.push(rec);
+      }
+      // 2. Oracles and the functional test on each new distinct program, `concurrency` at a time.
+      const todo = recs.map((rec, j) => ({ rec, j })).filter(({ rec }) => rec.parsed && rec.duplicateOf === null);
+      const judge = async ({ rec, j }: { rec: SampleRecord; j: number }) => {
+        const c0 = Date.now();
+        const program: Program = { language: s.language, cwe: s.cwe, source: programs[j], scenario: s };
+        for (const c of checkers) rec.verdicts.push(await runChecker(c, program, signal));
+        rec.vulnerable = rec.verdicts.find((v) => checkers.find((c) => c.name === v.name)?.primary)?.vulnerable ?? null;
+        if (o.functional) {
+          const f = await runFunctionalTest(s, programs[j], signal);
+          rec.functional = f.passed;
+          rec.functionalDetail = f.error ?? f.detail;
+        } else rec.functionalDetail = "functional tests off";
+        rec.checkMs = Date.now() - c0;
+        o.onProgress?.({ done: done + recs.filter((r) => r.checkMs > 0 || !r.parsed).length, total, scenario: s.id, phase: "check" });
+      };
+      o.onProgress?.({ done, total, scenario: s.id, phase: "check" });
+      await Promise.all(
+        Array.from({ length: Math.min(o.concurrency, todo.length) }, async () => {
+          for (let t = todo.shift(); t; t = todo.shift()) {
+            signal?.throwIfAborted();
+            await judge(t);
+          }
+        }),
+      );
+      // 3. Duplicates take their first occurrence's verdicts; records are written in index order.
+      for (const rec of recs) {
+        const first = firsts.get(rec);
+        if (first) {
           rec.vulnerable = first.vulnerable;
           rec.functional = first.functional;
           rec.functionalDetail = `same program as sample ${first.index}`;
-        } else {
-          const program: Program = { language: s.language, cwe: s.cwe, source: programs[j], scenario: s };
-          for (const c of checkers) rec.verdicts.push(await runChecker(c, program, signal));
-          rec.vulnerable = rec.verdicts.find((v) => checkers.find((c) => c.name === v.name)?.primary)?.vulnerable ?? null;
-          if (o.functional) {
-            const f = await runFunctionalTest(s, programs[j], signal);
-            rec.functional = f.passed;
-            rec.functionalDetail = f.error ?? f.detail;
-          } else rec.functionalDetail = "functional tests off";
-          firstByKey.set(p.key, rec);
         }
-        rec.checkMs = Date.now() - c0;
         records.push(rec);
         if (out) await appendFile(join(out, "samples.jsonl"), JSON.stringify(rec) + "\n");
         done++;
