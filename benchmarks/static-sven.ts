@@ -7,11 +7,12 @@
  * ../shared/datasets/sven/val (or --data DIR); writes benchmarks/results/static-sven.json.
  * Methods are dedented (bandit cannot parse an indented `def`).
  */
-import { readdir, readFile, mkdir, writeFile, rename } from "node:fs/promises";
+import { readdir, readFile, mkdir } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { runChecker, type Checker } from "../lib/eval/checker.js";
+import { writeJsonAtomic } from "../lib/io/atomic.js";
 import { BanditChecker, CppcheckChecker, FlawfinderChecker } from "../lib/eval/oracles/static.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -66,6 +67,5 @@ for (const [tool, per] of Object.entries(table)) {
 console.log(rows.join("\n"));
 const out = join(root, "benchmarks", "results", "static-sven.json");
 await mkdir(dirname(out), { recursive: true });
-await writeFile(out + ".tmp", JSON.stringify({ data, seconds: (Date.now() - started) / 1000, table }, null, 2) + "\n");
-await rename(out + ".tmp", out);
+await writeJsonAtomic(out, { data, seconds: (Date.now() - started) / 1000, table });
 console.log(`wrote ${out} (${((Date.now() - started) / 1000).toFixed(0)} s)`);

@@ -4,10 +4,12 @@
 #include "bindings/engine_binding.h"
 #include "bindings/model_binding.h"
 #include "bindings/testing_ops.h"
+#include "bindings/train_binding.h"
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   dg_bind::InitModel(env, exports);
   dg_bind::InitEngine(env, exports);
+  dg_bind::InitTrain(env, exports);
   exports.Set("testing", dg_bind::InitTestingOps(env));
   return exports;
 }

@@ -11,8 +11,11 @@ export const ERROR_CODES = [
   "ERR_CHECKPOINT", // a checkpoint directory is invalid or inconsistent
   "ERR_CONFIG", // config.json is invalid
   "ERR_DISPOSED", // the model or session was disposed
+  "ERR_DATASET", // a dataset file or line is unreadable or invalid (the message names file, line and field)
+  "ERR_DATASET_EMPTY", // a dataset holds no usable records (after validation, filters and maxTokens)
   "ERR_DTYPE", // a tensor's dtype is wrong for its use
   "ERR_FILE_OPEN", // a file cannot be opened or mapped
+  "ERR_FILE_WRITE", // an output file cannot be written (nothing half-written is left)
   "ERR_ISA_UNSUPPORTED", // the CPU lacks the requested instruction set
   "ERR_MISSING_TENSOR", // a tensor the model needs is absent
   "ERR_NATIVE", // an unexpected native failure (a bug: please report it)
@@ -63,4 +66,9 @@ export function wrapNativeError(err: unknown, where?: string): DeepGuardError {
     return new DeepGuardError(isErrorCode(code) ? code : "ERR_NATIVE", prefix + err.message, { cause: err });
   }
   return new DeepGuardError("ERR_NATIVE", prefix + String(err));
+}
+
+/** Throws ERR_ABORTED (the signal's reason as cause) when `signal` has fired. */
+export function throwIfAborted(signal: AbortSignal | undefined, what: string): void {
+  if (signal?.aborted) throw new DeepGuardError("ERR_ABORTED", `${what} was aborted`, { cause: signal.reason });
 }

@@ -11,7 +11,25 @@ export {
 export { parseModelConfig, readModelConfig, SUPPORTED_ARCHITECTURES, type ModelConfig, type Architecture } from "./model/config.js";
 export { Matrix } from "./model/tensor.js";
 export { LORA_TARGETS, type AdapterInfo, type LoraTarget } from "./model/adapter.js";
-export { DeepGuardError, ERROR_CODES, isErrorCode, type ErrorCode } from "./errors.js";
+export { DeepGuardError, ERROR_CODES, isErrorCode, throwIfAborted, type ErrorCode } from "./errors.js";
+export { Dataset, changedMask, type DatasetOptions, type BatchOptions, type DroppedPairs, type PairSide, type SvenPair } from "./data/dataset.js";
+export { type InvalidLine } from "./data/sven.js";
+export { type TokenSpans } from "./model/token-offsets.js";
+export {
+  probeLayers,
+  BAND_RULE,
+  type ProbeOptions,
+  type ProbeReport,
+  type ProbeProgress,
+  type LayerResult,
+  type Pooling,
+} from "./guard/probe.js";
+export { probeSvg, probeTable, writeProbeReport } from "./guard/probe-report.js";
+export { AdamW, clipGradNorm, type AdamWOptions, type AdamWState } from "./train/optimizer.js";
+export { learningRate, type ScheduleOptions } from "./train/schedule.js";
+export { trainTokenizer, DEFAULT_SPECIAL_TOKENS, type TrainTokenizerOptions, type TrainTokenizerResult } from "./tokenizer/train.js";
+export { buildCorpus, readExclusionTexts, type BuildCorpusOptions, type CorpusManifest, type CorpusSource } from "./corpus/build.js";
+export { packCorpus, readPacked, type PackOptions, type PackResult } from "./corpus/pack.js";
 export { evaluate, summarize, readSamples, defaultCheckers, sampleSeed, type EvaluateOptions, type EvalResult as EvaluationResult, type EvalSummary, type EvalProgress, type SampleRecord, type RunConfig, type OracleSummary, type ScenarioSummary } from "./eval/evaluate.js";
 export { loadScenarios, loadScenario, KNOWN_CWES, type Scenario, type Language, type LoadScenariosOptions } from "./eval/scenarios.js";
 export { modelGenerator, type CompletionGenerator, type CompletionRequest } from "./eval/generator.js";

@@ -70,5 +70,12 @@ export interface NativeAddon {
   ): Promise<NativeModel>;
   sampleToken(logits: Float32Array, params: Partial<NativeSamplingParams>, u: number): number;
   measureBandwidth(bytes: number, repeats: number): Promise<{ readGBps: number; copyGBps: number }>;
+  /** One AdamW update of every tensor (lib/train/optimizer.ts). */
+  adamwStep(
+    tensors: { param: Float32Array; grad: Float32Array; m: Float32Array; v: Float32Array }[],
+    config: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number },
+  ): Promise<void>;
+  /** Global L2 norm of all grads (float64), scaled in place to maxNorm when above it; resolves to the norm before. */
+  clipGradients(grads: Float32Array[], maxNorm: number): Promise<number>;
   systemInfo(): { isa: string; bestIsa: string; threads: number; avx2: boolean; avx512f: boolean; avx512bf16: boolean };
 }

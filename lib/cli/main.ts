@@ -5,12 +5,18 @@
  *   deepguard forward <model-dir> (--ids 1,2,3 | --text "...") [--json]
  *     (without --json: each token and its top 5 next-token predictions)
  *   deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
+ *   deepguard tokenizer train --corpus <file-or-dir> --out <dir> [--vocab 8192]
+ *   deepguard corpus build|pack ...
+ *   deepguard probe <model-dir> --data <sven-path> --out <dir> [--folds 5] [--seed S] [--pooling mean|changed] [--max-tokens N] [--json]
  *   deepguard eval ... / deepguard eval report ... / deepguard check ... (lib/cli/eval.ts, lib/cli/check.ts)
  */
 import { parseArgs } from "node:util";
 import { DeepGuardError } from "../errors.js";
 import { Model } from "../model/model.js";
 import { writeForwardJson } from "./forward-json.js";
+import { CORPUS_USAGE, corpusCommand } from "./corpus.js";
+import { TOKENIZER_USAGE, tokenizerCommand } from "./tokenizer.js";
+import { PROBE_USAGE, probeCommand } from "./probe.js";
 import { CHECK_USAGE, checkCommand } from "./check.js";
 import { EVAL_USAGE, evalCommand } from "./eval.js";
 
@@ -18,6 +24,9 @@ const USAGE = `usage:
   deepguard inspect <model-dir> [--json]
   deepguard forward <model-dir> (--ids 1,2,3 | --text "...") [--json]
   deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
+  ${TOKENIZER_USAGE}
+  ${CORPUS_USAGE}
+  ${PROBE_USAGE}
 ${EVAL_USAGE}
 ${CHECK_USAGE}`;
 
@@ -128,6 +137,9 @@ async function main(argv: string[]): Promise<number> {
     if (command === "inspect") await inspect(rest);
     else if (command === "forward") await forward(rest);
     else if (command === "generate") await generate(rest);
+    else if (command === "tokenizer") await tokenizerCommand(rest);
+    else if (command === "corpus") await corpusCommand(rest);
+    else if (command === "probe") await probeCommand(rest);
     else if (command === "eval") await evalCommand(rest, (m) => new UsageError(m));
     else if (command === "check") await checkCommand(rest, (m) => new UsageError(m));
     else if (command === undefined || command === "--help" || command === "-h") {
@@ -139,7 +151,8 @@ async function main(argv: string[]): Promise<number> {
     if ((err as Error).name === "AbortError") return 130;
     const code = (err as { code?: string }).code;
     process.stderr.write(`deepguard: ${code ? `[${code}] ` : ""}${(err as Error).message}\n`);
-    return err instanceof UsageError || (err as { code?: string }).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" ? 2 : 1;
+    // node:util parseArgs throws its own ERR_PARSE_ARGS_* codes for malformed flags.
+    return code === "ERR_USAGE" || /^ERR_PARSE_ARGS_/.test(code ?? "") ? 2 : 1;
   }
 }
 

@@ -9,10 +9,11 @@
  * scenario id and sample index, so the resumed run is the same run). At the end
  * summary.json, report.md and chart.svg are written (atomically).
  */
-import { appendFile, mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { appendFile, mkdir, readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { z } from "zod";
 import { DeepGuardError } from "../errors.js";
+import { writeFileAtomic } from "../io/atomic.js";
 import type { Model } from "../model/model.js";
 import { parseOptions } from "../validate.js";
 import { runChecker, type Checker, type Program, type Verdict } from "./checker.js";
@@ -176,11 +177,7 @@ export function sampleSeed(seed: number, scenario: string, index: number): numbe
 const STOP_STRINGS = { py: ["\ndef ", "\nclass ", "\n@app", "\nif __name__"], c: [] as string[] };
 const COMPLETION_CAP = 64 * 1024;
 
-async function writeAtomic(path: string, text: string): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  await writeFile(tmp, text);
-  await rename(tmp, path);
-}
+const writeAtomic = writeFileAtomic;
 
 const recordSchema = z.object({
   scenario: z.string(),
