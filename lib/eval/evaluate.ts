@@ -398,7 +398,32 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
         recs.push(rec);
       }
       // 2. Oracles and the functional test on each new distinct program, `concurrency` at a time.
+      //    Records are written as soon as every earlier record of the batch is written (index order);
+      //    a duplicate takes its first occurrence's verdicts once that one is judged.
       const todo = recs.map((rec, j) => ({ rec, j })).filter(({ rec }) => rec.parsed && rec.duplicateOf === null);
+      const pendingJudge = new Set(todo.map((t) => t.rec));
+      let next = 0;
+      let writing = Promise.resolve();
+      const flush = () => {
+        writing = writing.then(async () => {
+          while (next < recs.length) {
+            const rec = recs[next];
+            const first = firsts.get(rec);
+            if (pendingJudge.has(rec) || (first && pendingJudge.has(first))) break;
+            if (first) {
+              rec.vulnerable = first.vulnerable;
+              rec.functional = first.functional;
+              rec.functionalDetail = `same program as sample ${first.index}`;
+            }
+            records.push(rec);
+            if (out) await appendFile(join(out, "samples.jsonl"), JSON.stringify(rec) + "\n");
+            next++;
+            done++;
+            o.onProgress?.({ done, total, scenario: s.id, phase: "check" });
+          }
+        });
+        return writing;
+      };
       const judge = async ({ rec, j }: { rec: SampleRecord; j: number }) => {
         const c0 = Date.now();
         const program: Program = { language: s.language, cwe: s.cwe, source: programs[j], scenario: s };
@@ -410,9 +435,11 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
           rec.functionalDetail = f.error ?? f.detail;
         } else rec.functionalDetail = "functional tests off";
         rec.checkMs = Date.now() - c0;
-        o.onProgress?.({ done: done + recs.filter((r) => r.checkMs > 0 || !r.parsed).length, total, scenario: s.id, phase: "check" });
+        pendingJudge.delete(rec);
+        await flush();
       };
       o.onProgress?.({ done, total, scenario: s.id, phase: "check" });
+      await flush();
       await Promise.all(
         Array.from({ length: Math.min(o.concurrency, todo.length) }, async () => {
           for (let t = todo.shift(); t; t = todo.shift()) {
@@ -421,18 +448,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
           }
         }),
       );
-      // 3. Duplicates take their first occurrence's verdicts; records are written in index order.
-      for (const rec of recs) {
-        const first = firsts.get(rec);
-        if (first) {
-          rec.vulnerable = first.vulnerable;
-          rec.functional = first.functional;
-          rec.functionalDetail = `same program as sample ${first.index}`;
-        }
-        records.push(rec);
-        if (out) await appendFile(join(out, "samples.jsonl"), JSON.stringify(rec) + "\n");
-        done++;
-      }
+      await flush();
     }
   }
   o.onProgress?.({ done, total, scenario: "", phase: "check" });
