@@ -4,6 +4,7 @@
  */
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
+import { rmSync } from "node:fs";
 import { copyFile, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -20,6 +21,15 @@ export const ATTACK_SCENARIOS: readonly string[] = [...PY_ATTACK_SCENARIOS, ...O
 const buildCache = new Map<string, string>();
 let cacheDir: Promise<string> | undefined;
 
+/** The per-process build cache folder, removed when the process exits. */
+function buildCacheDir(): Promise<string> {
+  cacheDir ??= mkdtemp(join(tmpdir(), "dg-build-cache-")).then((d) => {
+    process.once("exit", () => rmSync(d, { recursive: true, force: true }));
+    return d;
+  });
+  return cacheDir;
+}
+
 async function cachedBinary(key: string): Promise<string | undefined> {
   return buildCache.get(key);
 }
@@ -31,8 +41,7 @@ function harnessObject(flags: string[]): Promise<string> {
   let p = harnessCache.get(key);
   if (!p) {
     p = (async () => {
-      cacheDir ??= mkdtemp(join(tmpdir(), "dg-build-cache-"));
-      const d = await cacheDir;
+      const d = await buildCacheDir();
       await writeFile(join(d, `${key}.c`), C_HARNESS_C);
       const out = join(d, `${key}.o`);
       await new Promise<void>((resolve, reject) => {
@@ -49,8 +58,7 @@ function harnessObject(flags: string[]): Promise<string> {
 }
 
 async function storeBinary(key: string, path: string): Promise<void> {
-  cacheDir ??= mkdtemp(join(tmpdir(), "dg-build-cache-"));
-  const dest = join(await cacheDir, key);
+  const dest = join(await buildCacheDir(), key);
   await copyFile(path, dest);
   buildCache.set(key, dest);
 }
