@@ -230,8 +230,16 @@ export async function parsePython(sources: string[]): Promise<ParseResult[]> {
   if (sources.length === 0) return [];
   const py = await pythonExecutable();
   const r = await runTool(py, ["-I", "-c", PY_PARSER], JSON.stringify(sources), 60_000);
-  if (r.code !== 0) throw new DeepGuardError("ERR_SANDBOX", `the Python parser failed (exit ${r.code}): ${r.stderr.trim().slice(0, 300)}`);
-  return JSON.parse(r.stdout) as ParseResult[];
+  if (r.code === 0) return JSON.parse(r.stdout) as ParseResult[];
+  // One pathological source can crash or stall the parser: retry one at a time to find it.
+  if (sources.length > 1) {
+    const out: ParseResult[] = [];
+    for (const src of sources) out.push(...(await parsePython([src])));
+    return out;
+  }
+  const why = (r.stderr.trim().split("\n").pop() ?? "").slice(0, 200);
+  if (r.code === null || /Error/.test(why)) return [{ ok: false, error: `the Python parser failed on this program (exit ${r.code ?? "killed"}): ${why}`, key: "" }];
+  throw new DeepGuardError("ERR_SANDBOX", `the Python parser failed (exit ${r.code}): ${r.stderr.trim().slice(0, 300)}`);
 }
 
 /** Checks a C source with `cc -fsyntax-only` (no code is generated or run). */
