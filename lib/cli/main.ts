@@ -8,6 +8,7 @@
  *   deepguard tokenizer train --corpus <file-or-dir> --out <dir> [--vocab 8192]
  *   deepguard corpus build|pack ...
  *   deepguard probe <model-dir> --data <sven-path> --out <dir> [--folds 5] [--seed S] [--pooling mean|changed] [--max-tokens N] [--json]
+ *   deepguard eval ... / deepguard eval report ... / deepguard check ... (lib/cli/eval.ts, lib/cli/check.ts)
  */
 import { parseArgs } from "node:util";
 import { DeepGuardError } from "../errors.js";
@@ -16,6 +17,8 @@ import { writeForwardJson } from "./forward-json.js";
 import { CORPUS_USAGE, corpusCommand } from "./corpus.js";
 import { TOKENIZER_USAGE, tokenizerCommand } from "./tokenizer.js";
 import { PROBE_USAGE, probeCommand } from "./probe.js";
+import { CHECK_USAGE, checkCommand } from "./check.js";
+import { EVAL_USAGE, evalCommand } from "./eval.js";
 
 const USAGE = `usage:
   deepguard inspect <model-dir> [--json]
@@ -23,7 +26,9 @@ const USAGE = `usage:
   deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
   ${TOKENIZER_USAGE}
   ${CORPUS_USAGE}
-  ${PROBE_USAGE}`;
+  ${PROBE_USAGE}
+${EVAL_USAGE}
+${CHECK_USAGE}`;
 
 class UsageError extends DeepGuardError {
   constructor(message: string) {
@@ -135,6 +140,8 @@ async function main(argv: string[]): Promise<number> {
     else if (command === "tokenizer") await tokenizerCommand(rest);
     else if (command === "corpus") await corpusCommand(rest);
     else if (command === "probe") await probeCommand(rest);
+    else if (command === "eval") await evalCommand(rest, (m) => new UsageError(m));
+    else if (command === "check") await checkCommand(rest, (m) => new UsageError(m));
     else if (command === undefined || command === "--help" || command === "-h") {
       process.stdout.write(USAGE + "\n");
       return command === undefined ? 2 : 0;
