@@ -12,6 +12,7 @@
  *   deepguard generate <model-dir> "<prompt>" --guard <dir> [--adapter <dir>] [--interval 64] [--strength 1] [--n 4]
  *   deepguard bench-k <model-dir> [--guard <dir>] [--k 1,2,...,inf] [--tokens 256] [--json] [--out <dir>]
  *   deepguard scan <model-dir> --guard <dir> <file> [--html <out.html>] [--json]
+ *   deepguard eval ... / deepguard eval report ... / deepguard check ... (lib/cli/eval.ts, lib/cli/check.ts)
  */
 import { parseArgs } from "node:util";
 import { DeepGuardError } from "../errors.js";
@@ -23,6 +24,8 @@ import { PROBE_USAGE, probeCommand } from "./probe.js";
 import { GUARD_TRAIN_USAGE, guardCommand } from "./guard-train.js";
 import { SCAN_USAGE, scanCommand } from "./scan.js";
 import { BENCH_K_USAGE, GUIDED_USAGE, benchKCommand, guidedGenerateCommand, isGuidedGenerate } from "./guided.js";
+import { CHECK_USAGE, checkCommand } from "./check.js";
+import { EVAL_USAGE, evalCommand } from "./eval.js";
 
 const USAGE = `usage:
   deepguard inspect <model-dir> [--json]
@@ -34,7 +37,9 @@ const USAGE = `usage:
   ${GUARD_TRAIN_USAGE}
   ${SCAN_USAGE}
   ${GUIDED_USAGE}
-  ${BENCH_K_USAGE}`;
+  ${BENCH_K_USAGE}
+${EVAL_USAGE}
+${CHECK_USAGE}`;
 
 class UsageError extends DeepGuardError {
   constructor(message: string) {
@@ -150,6 +155,8 @@ async function main(argv: string[]): Promise<number> {
     else if (command === "probe") await probeCommand(rest);
     else if (command === "guard") await guardCommand(rest);
     else if (command === "scan") await scanCommand(rest);
+    else if (command === "eval") await evalCommand(rest, (m) => new UsageError(m));
+    else if (command === "check") await checkCommand(rest, (m) => new UsageError(m));
     else if (command === undefined || command === "--help" || command === "-h") {
       process.stdout.write(USAGE + "\n");
       return command === undefined ? 2 : 0;
