@@ -711,3 +711,29 @@ function concat(parts: Float32Array[]): Float32Array {
   }
   return out;
 }
+
+/**
+ * Guided completions for the evaluation harness (deepguard eval --guard): one
+ * guided sample per request, every request of a batch in flight together (the
+ * scheduler batches them). Stop strings are not applied; the harness cuts the
+ * completion itself.
+ */
+export function guidedCompletionGenerator(gen: Generator, options: { name?: string } = {}): {
+  readonly name: string;
+  complete(requests: readonly { prompt: string; seed: number; maxTokens: number; temperature: number; topP: number; signal?: AbortSignal }[]): Promise<string[]>;
+} {
+  const m = gen.model;
+  const adapter = m.adapter ? `+adapter:${m.adapter.directory}` : "";
+  const k = gen.interval === Infinity ? "inf" : String(gen.interval);
+  return {
+    name: options.name ?? `model:${m.info.directory}${adapter}+guard(interval ${k}, strength ${gen.strength})`,
+    async complete(requests) {
+      return Promise.all(
+        requests.map(async (r) => {
+          const res = await gen.complete(r.prompt, { maxTokens: r.maxTokens, temperature: r.temperature, topP: r.topP, seed: r.seed, signal: r.signal, finalScore: false });
+          return res.samples[0].text;
+        }),
+      );
+    },
+  };
+}

@@ -260,7 +260,9 @@ function niceStep(raw: number): number {
 export async function randomBenchGuard(model: Model, seed = 1): Promise<Guard> {
   const { Guard } = await import("../guard/guard.js");
   const { Random } = await import("../random.js");
-  const guard = Guard.create(model, { layers: [-4, -3, -2, -1], aggregation: "attention", seed });
+  // The top 4 hidden states (fewer on a model with fewer layers).
+  const m = Math.min(4, model.config.numLayers + 1);
+  const guard = Guard.create(model, { layers: Array.from({ length: m }, (_, i) => i - m), aggregation: "attention", seed });
   const rng = new Random(seed + 1);
   for (let i = 0; i < guard.tokenStats.length; i++) guard.tokenStats[i] = Math.round((2 * rng.nextDouble() - 1) * 100) / 100;
   return guard;
