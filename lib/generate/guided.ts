@@ -482,6 +482,7 @@ class GuidedRun {
     for (let round = 0; ; round++) {
       const active = this.#samples.filter((s) => !s.done);
       if (active.length === 0 || this.#failed) return;
+      if (o.signal?.aborted) throw abortError(o.signal, "guided generation");
       const cands: Sample[] = [];
       for (const p of active) {
         for (let j = 0; j < c; j++) {

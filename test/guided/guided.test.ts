@@ -166,6 +166,17 @@ test("candidate mode: c continuations per interval, the most secure kept; KV cac
     assert.equal(again.samples.map((x) => x.tokens), r.samples.map((x) => x.tokens));
   }
   assert.ok(changed > 0, "the most secure candidate was sometimes not the first");
+  // An abort between or during rounds: ERR_ABORTED, nothing left running.
+  const ac = new AbortController();
+  const gen = new Generator(model, guard, { interval: 2, strength: 1, candidates: 2 });
+  let got = 0;
+  await expectError(async () => {
+    for await (const piece of gen.stream(p, { ...sampling(1, 100), signal: ac.signal })) {
+      got += piece.tokens.length;
+      if (got >= 3) ac.abort();
+    }
+  }, "ERR_ABORTED");
+  assert.ok(got >= 3 && got <= 4, `${got} tokens`);
   assert.is(model.servingStats.active, 0);
 });
 
