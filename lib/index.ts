@@ -41,3 +41,15 @@ export { cutCompletion, assembleProgram, parsePrograms, type CutResult, type Par
 export { passAtK, wilson, aggregate, type Estimate, type ScenarioCounts, type ScenarioMetrics } from "./eval/metrics.js";
 export { runSandboxed, detectIsolation, type Isolation, type SandboxLimits, type RunOptions as SandboxRunOptions, type RunResult as SandboxRunResult } from "./eval/sandbox.js";
 export { renderMarkdown, renderChart } from "./eval/report.js";
+export {
+  Guard,
+  GuardScorer,
+  AGGREGATIONS,
+  type Aggregation,
+  type GuardCreateOptions,
+  type HiddenBatchItem,
+  type GuardScore,
+  type ForwardTrainResult,
+} from "./guard/guard.js";
+export { type GuardFitOptions, type GuardFitResult, type GuardStepInfo, type GuardEpochInfo, type GuardValidation } from "./guard/fit.js";
+export { type ModelIdentity } from "./guard/identity.js";
