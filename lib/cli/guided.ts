@@ -11,14 +11,14 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { DeepGuardError } from "../errors.js";
 import { Generator } from "../generate/guided.js";
-import { DEFAULT_KS, latencySvg, latencyTable, measureLatencyVsK, parseKList, randomBenchGuard, type LatencyReport } from "../generate/latency.js";
+import { DEFAULT_KS, STRATEGIES, type Strategy, latencySvg, latencyTable, measureLatencyVsK, parseKList, randomBenchGuard, type LatencyReport } from "../generate/latency.js";
 import { Guard } from "../guard/guard.js";
 import { writeFileAtomic, writeJsonAtomic } from "../io/atomic.js";
 import { Model } from "../model/model.js";
 
 export const GUIDED_USAGE =
   'deepguard generate <model-dir> "<prompt>" --guard <dir> [--adapter <dir>] [--interval 64|inf] [--strength 1] [--n 4] [--candidates C] [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]';
-export const BENCH_K_USAGE = "deepguard bench-k <model-dir> [--guard <dir>] [--k 1,2,4,8,16,32,64,128,inf] [--tokens 256] [--prompts 2] [--repeats 2] [--json] [--out <dir>]";
+export const BENCH_K_USAGE = "deepguard bench-k <model-dir> [--guard <dir>] [--k 1,2,4,8,16,32,64,128,inf] [--tokens 256] [--prompts 2] [--repeats 2] [--strategies plain,captured,reforward] [--json] [--out <dir>]";
 
 function usage(message: string, which: string): DeepGuardError {
   return new DeepGuardError("ERR_USAGE", `${message}\nusage: ${which}`);
@@ -111,6 +111,7 @@ export async function benchKCommand(args: string[]): Promise<LatencyReport> {
       prompts: { type: "string" },
       repeats: { type: "string" },
       "prompt-tokens": { type: "string" },
+      strategies: { type: "string" },
       json: { type: "boolean" },
       out: { type: "string" },
     },
@@ -118,10 +119,15 @@ export async function benchKCommand(args: string[]): Promise<LatencyReport> {
   });
   if (positionals.length !== 1) throw usage("bench-k takes one model directory", BENCH_K_USAGE);
   const ks = values.k === undefined ? DEFAULT_KS : parseKList(values.k);
+  const strategies = values.strategies === undefined ? undefined : values.strategies.split(",").map((s) => s.trim());
+  if (strategies && !strategies.every((s) => (STRATEGIES as readonly string[]).includes(s))) {
+    throw usage(`--strategies takes a comma list of ${STRATEGIES.join(", ")}, got "${values.strategies}"`, BENCH_K_USAGE);
+  }
   const model = await Model.load(positionals[0]);
   const guard = values.guard ? await Guard.load(values.guard, model) : await randomBenchGuard(model);
   const report = await measureLatencyVsK(model, guard, {
     ks,
+    strategies: strategies as Strategy[] | undefined,
     tokens: num("tokens", values.tokens, true, BENCH_K_USAGE),
     prompts: num("prompts", values.prompts, true, BENCH_K_USAGE),
     repeats: num("repeats", values.repeats, true, BENCH_K_USAGE),
