@@ -19,8 +19,8 @@
  * Options: --dtype F32|BF16, --weights mmap|read (default: all combinations),
  * --prompt N (512), --tokens N (256), --repeats N (3), --shape 100m|1.5b (the
  * latter has Qwen2.5-Coder-1.5B's dimensions; results go to decode-1.5b.json), --out FILE. Cache: DEEPGUARD_BENCH_CACHE, default
- * ~/.cache/deepguard/bench. Writes benchmarks/results/decode.json (untracked: recorded
- * results are copied to benchmarks/reference/ by hand, so a run never dirties the checkout).
+ * ~/.cache/deepguard/bench. Writes benchmarks/out/decode.json (git-ignored, so a run never
+ * dirties the checkout); the recorded results were written with --out benchmarks/results/decode.json.
  */
 import { execFileSync } from "node:child_process";
 import { mkdir, rename, writeFile } from "node:fs/promises";
@@ -210,7 +210,7 @@ async function main(): Promise<void> {
     runs,
   };
   const file = shapeName === "100m" ? "decode.json" : `decode-${shapeName}.json`;
-  const out = resolve(values.out ?? join(repoRoot, "benchmarks", "results", file));
+  const out = resolve(values.out ?? join(repoRoot, "benchmarks", "out", file));
   await writeAtomic(out, JSON.stringify(report, null, 2) + "\n");
   console.log(`\nwrote ${out}`);
 }

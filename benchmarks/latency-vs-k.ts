@@ -7,7 +7,8 @@
  * guided with captured hidden states, and guided re-running a full forward at
  * every re-score (the reference way). Without --guard, a seeded random guard
  * of the default shape over the top 4 layers. Prints the table and writes
- * benchmarks/results/latency-vs-k.json and latency-vs-k.svg (its declared outputs).
+ * latency-vs-k.json and latency-vs-k.svg into --out DIR (default benchmarks/out/,
+ * git-ignored; the recorded results were written with --out benchmarks/results).
  */
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
@@ -23,5 +24,7 @@ if (dtype !== "F32" && dtype !== "BF16") throw new Error(`--dtype must be F32 or
 const cache = process.env.DEEPGUARD_BENCH_CACHE ?? join(homedir(), ".cache", "deepguard", "bench");
 const dir = await ensureRandomCheckpoint(join(cache, `qwen2-100m-${dtype.toLowerCase()}`), BENCH_SHAPES["100m"], dtype);
 process.env.DEEPGUARD_BENCH_COMMAND ??= `npm run bench:k -- ${args.join(" ")}`.trim();
-await benchKCommand([dir, "--out", join(repoRoot, "benchmarks", "results"), ...args]);
-process.stdout.write("wrote benchmarks/results/latency-vs-k.json and latency-vs-k.svg\n");
+const outAt = args.indexOf("--out");
+const out = outAt >= 0 ? args.splice(outAt, 2)[1] : join(repoRoot, "benchmarks", "out");
+await benchKCommand([dir, "--out", out, ...args]);
+process.stdout.write(`wrote ${join(out, "latency-vs-k.json")} and latency-vs-k.svg\n`);

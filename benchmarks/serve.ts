@@ -17,7 +17,8 @@
  *
  * Options: --shape 100m|0.5b (default both), --concurrency 1,4,16,64,
  * --tokens N new tokens per request (default 32 for 100m, 16 for 0.5b),
- * --repeats N, --out FILE (default benchmarks/results/serve.json, untracked).
+ * --repeats N, --out FILE (default benchmarks/out/serve.json, git-ignored; the recorded
+ * results were written with --out benchmarks/results/serve.json).
  */
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { cpus, homedir, loadavg, tmpdir } from "node:os";
@@ -128,7 +129,7 @@ async function main(): Promise<void> {
       concurrency: { type: "string", default: "1,4,16,64" },
       tokens: { type: "string" },
       repeats: { type: "string", default: "3" },
-      out: { type: "string", default: join(repoRoot, "benchmarks", "results", "serve.json") },
+      out: { type: "string", default: join(repoRoot, "benchmarks", "out", "serve.json") },
     },
   });
   const shapes = (values.shape ? [values.shape] : ["100m", "0.5b"]) as BenchShapeName[];
