@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include "bindings/engine_binding.h"
+#include "bindings/lora_train_binding.h"
 #include "bindings/model_binding.h"
 #include "bindings/testing_ops.h"
 #include "bindings/train_binding.h"
@@ -10,6 +11,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   dg_bind::InitModel(env, exports);
   dg_bind::InitEngine(env, exports);
   dg_bind::InitTrain(env, exports);
+  dg_bind::InitLoraTrain(env, exports);
   exports.Set("testing", dg_bind::InitTestingOps(env));
   return exports;
 }

@@ -101,4 +101,56 @@ void attention_forward(float* out, const float* q, const float* k_cache, const f
   }, grain);
 }
 
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                        const float* v, int64_t T, int64_t n_heads, int64_t n_kv_heads, int64_t hd, ThreadPool& pool) {
+  const int64_t group = n_heads / n_kv_heads;
+  const float scale = 1.f / std::sqrt(float(hd));
+  const int64_t width = n_heads * hd;
+  // One kv head per work item: its query heads are the only writers of its dk/dv.
+  pool.parallel_for(n_kv_heads, [&](int64_t kv0, int64_t kv1) {
+    std::vector<float> p(static_cast<size_t>(T)), dp(static_cast<size_t>(T));
+    for (int64_t kv = kv0; kv < kv1; ++kv) {
+      const float* kh = k + kv * T * hd;
+      const float* vh = v + kv * T * hd;
+      float* dkh = dk + kv * T * hd;
+      float* dvh = dv + kv * T * hd;
+      for (int64_t h = kv * group; h < (kv + 1) * group; ++h) {
+        for (int64_t t = 0; t < T; ++t) {
+          const float* qt = q + t * width + h * hd;
+          const float* gt = dout + t * width + h * hd;
+          float* dqt = dq + t * width + h * hd;
+          const int64_t n = t + 1;
+          // Recompute this row's probabilities (cheaper than saving [H][T][T]).
+          float mx = -INFINITY;
+          for (int64_t j = 0; j < n; ++j) {
+            p[size_t(j)] = dot(qt, kh + j * hd, hd) * scale;
+            mx = std::max(mx, p[size_t(j)]);
+          }
+          float sum = 0.f;
+          for (int64_t j = 0; j < n; ++j) sum += (p[size_t(j)] = std::exp(p[size_t(j)] - mx));
+          const float inv = 1.f / sum;
+          // dP_j = dout . v_j; D = sum_j p_j dP_j; dS_j = p_j (dP_j - D); dv_j += p_j dout.
+          float D = 0.f;
+          for (int64_t j = 0; j < n; ++j) {
+            const float pj = p[size_t(j)] *= inv;
+            dp[size_t(j)] = dot(gt, vh + j * hd, hd);
+            D += pj * dp[size_t(j)];
+            float* dvj = dvh + j * hd;
+            for (int64_t i = 0; i < hd; ++i) dvj[i] += pj * gt[i];
+          }
+          for (int64_t j = 0; j < n; ++j) {
+            const float ds = p[size_t(j)] * (dp[size_t(j)] - D) * scale;
+            const float* kj = kh + j * hd;
+            float* dkj = dkh + j * hd;
+            for (int64_t i = 0; i < hd; ++i) {
+              dqt[i] += ds * kj[i];
+              dkj[i] += ds * qt[i];
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
 }  // namespace dg

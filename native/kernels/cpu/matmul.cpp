@@ -80,6 +80,57 @@ void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, i
   }, grain);
 }
 
+// dx[t][:] += dy[t][o] * W[o][:] for columns of strips [s0, s1) (strip width 64).
+static void linear_dx_strips_scalar(const detail::LinearDxJob& jb, int64_t s0, int64_t s1) {
+  const int64_t K = jb.cols, c0 = s0 * 64, c1 = std::min(K, s1 * 64);
+  for (int64_t o = 0; o < jb.rows; ++o) {
+    for (int64_t t = 0; t < jb.T; ++t) {
+      const float g = jb.dy[t * jb.rows + o];
+      float* dx = jb.dx + t * K;
+      for (int64_t c = c0; c < c1; ++c) dx[c] += g * load_as_f32(jb.w, jb.dtype, o * K + c);
+    }
+  }
+}
+
+void linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const Matrix& w, int64_t T,
+                     ThreadPool& pool) {
+  if (T < 0 || w.rows < 0 || w.cols < 0) throw Error("ERR_ARGUMENT", "linear_backward: negative dimension");
+  if (T == 0 || w.rows == 0 || w.cols == 0) return;
+  const int64_t out = w.rows, in = w.cols;
+  if (dx) {
+    int64_t strip = 64;
+    void (*fn)(const detail::LinearDxJob&, int64_t, int64_t) = linear_dx_strips_scalar;
+#if defined(DG_X86)
+    switch (active_isa()) {
+      case Isa::Avx512: fn = detail::linear_dx_strips_avx512; strip = detail::linear_dx_strip_avx512(); break;
+      case Isa::Avx2: fn = detail::linear_dx_strips_avx2; strip = detail::linear_dx_strip_avx2(); break;
+      case Isa::Scalar: break;
+    }
+#endif
+    const detail::LinearDxJob job{dx, dy, w.data, w.dtype, out, in, T};
+    const int64_t strips = (in + strip - 1) / strip;
+    pool.parallel_for(strips, [&](int64_t s0, int64_t s1) { fn(job, s0, s1); });
+  }
+  if (dw) {
+    if (!x) throw Error("ERR_ARGUMENT", "linear_backward: the weight gradient needs the input x");
+    // Rows of dW are independent: split them across the pool.
+    pool.parallel_for(out, [&](int64_t o0, int64_t o1) {
+      for (int64_t o = o0; o < o1; ++o) {
+        float* g = dw + o * in;
+        for (int64_t t = 0; t < T; ++t) {
+          const float d = dy[t * out + o];
+          if (d == 0.f) continue;
+          const float* xt = x + t * in;
+          for (int64_t i = 0; i < in; ++i) g[i] += d * xt[i];
+        }
+      }
+    }, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, T * in / 64)));
+  }
+  if (db)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t o = 0; o < out; ++o) db[o] += dy[t * out + o];
+}
+
 void linear_forward(float* y, const float* x, const Matrix& w, const float* bias, int64_t T, ThreadPool& pool,
                     bool accumulate) {
   if (w.rows < 0 || w.cols < 0) throw Error("ERR_ARGUMENT", "linear_forward: negative dimension");
