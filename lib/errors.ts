@@ -11,8 +11,11 @@ export const ERROR_CODES = [
   "ERR_CHECKPOINT", // a checkpoint directory is invalid or inconsistent
   "ERR_CONFIG", // config.json is invalid
   "ERR_DISPOSED", // the model or session was disposed
+  "ERR_DATASET", // a dataset file or line is unreadable or invalid (the message names file, line and field)
+  "ERR_DATASET_EMPTY", // a dataset holds no usable records (after validation, filters and maxTokens)
   "ERR_DTYPE", // a tensor's dtype is wrong for its use
   "ERR_FILE_OPEN", // a file cannot be opened or mapped
+  "ERR_FILE_WRITE", // an output file cannot be written (nothing half-written is left)
   "ERR_ISA_UNSUPPORTED", // the CPU lacks the requested instruction set
   "ERR_MISSING_TENSOR", // a tensor the model needs is absent
   "ERR_NATIVE", // an unexpected native failure (a bug: please report it)

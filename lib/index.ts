@@ -14,3 +14,16 @@ export { LORA_TARGETS, type AdapterInfo, type LoraTarget } from "./model/adapter
 export { DeepGuardError, ERROR_CODES, isErrorCode, type ErrorCode } from "./errors.js";
 export { AdamW, clipGradNorm, type AdamWOptions, type AdamWState } from "./train/optimizer.js";
 export { learningRate, type ScheduleOptions } from "./train/schedule.js";
+export { Dataset, changedMask, type DatasetOptions, type BatchOptions, type DroppedPairs, type PairSide, type SvenPair } from "./data/dataset.js";
+export { type InvalidLine } from "./data/sven.js";
+export { type TokenSpans } from "./model/token-offsets.js";
+export {
+  probeLayers,
+  BAND_RULE,
+  type ProbeOptions,
+  type ProbeReport,
+  type ProbeProgress,
+  type LayerResult,
+  type Pooling,
+} from "./guard/probe.js";
+export { probeSvg, probeTable, writeProbeReport } from "./guard/probe-report.js";

@@ -55,3 +55,29 @@ export class Random {
 function rotl(x: number, k: number): number {
   return ((x << k) | (x >>> (32 - k))) >>> 0;
 }
+
+/**
+ * A 53-bit seed for a sub-stream (an epoch, a fold split...) derived from `seed`
+ * and `salt` through splitmix mixing, so nearby seeds and salts give unrelated streams.
+ */
+export function deriveSeed(seed: number, salt: number): number {
+  const mix = (x: number) => {
+    x = Math.imul(x ^ (x >>> 16), 0x85ebca6b) >>> 0;
+    x = Math.imul(x ^ (x >>> 13), 0xc2b2ae35) >>> 0;
+    return (x ^ (x >>> 16)) >>> 0;
+  };
+  const lo = mix((seed >>> 0) ^ mix(salt >>> 0));
+  const hi = mix((Math.floor(seed / 2 ** 32) >>> 0) ^ mix((salt + 0x9e3779b9) >>> 0) ^ lo);
+  return (hi & 0x1fffff) * 2 ** 32 + lo;
+}
+
+/** Fisher-Yates shuffle in place with uniform draws from `random`. */
+export function shuffleInPlace<T>(items: T[], random: Random): T[] {
+  for (let i = items.length - 1; i > 0; i--) {
+    const j = Math.floor(random.nextDouble() * (i + 1));
+    const t = items[i];
+    items[i] = items[j];
+    items[j] = t;
+  }
+  return items;
+}

@@ -5,16 +5,19 @@
  *   deepguard forward <model-dir> (--ids 1,2,3 | --text "...") [--json]
  *     (without --json: each token and its top 5 next-token predictions)
  *   deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
+ *   deepguard probe <model-dir> --data <sven-path> --out <dir> [--folds 5] [--seed S] [--pooling mean|changed] [--max-tokens N] [--json]
  */
 import { parseArgs } from "node:util";
 import { DeepGuardError } from "../errors.js";
 import { Model } from "../model/model.js";
 import { writeForwardJson } from "./forward-json.js";
+import { PROBE_USAGE, probeCommand } from "./probe.js";
 
 const USAGE = `usage:
   deepguard inspect <model-dir> [--json]
   deepguard forward <model-dir> (--ids 1,2,3 | --text "...") [--json]
-  deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]`;
+  deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
+  ${PROBE_USAGE}`;
 
 class UsageError extends DeepGuardError {
   constructor(message: string) {
@@ -123,6 +126,7 @@ async function main(argv: string[]): Promise<number> {
     if (command === "inspect") await inspect(rest);
     else if (command === "forward") await forward(rest);
     else if (command === "generate") await generate(rest);
+    else if (command === "probe") await probeCommand(rest);
     else if (command === undefined || command === "--help" || command === "-h") {
       process.stdout.write(USAGE + "\n");
       return command === undefined ? 2 : 0;
@@ -132,7 +136,7 @@ async function main(argv: string[]): Promise<number> {
     if ((err as Error).name === "AbortError") return 130;
     const code = (err as { code?: string }).code;
     process.stderr.write(`deepguard: ${code ? `[${code}] ` : ""}${(err as Error).message}\n`);
-    return err instanceof UsageError || (err as { code?: string }).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" ? 2 : 1;
+    return err instanceof UsageError || code === "ERR_USAGE" || code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" ? 2 : 1;
   }
 }
 

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { DeepGuardError } from "../errors.js";
 import { readJsonFile } from "../validate.js";
+import { tokenSpans, type TokenSpans } from "./token-offsets.js";
 
 export interface EncodeOptions {
   /** Add the tokenizer's special tokens (e.g. BOS), as HF `tokenizer(text)` does. Default true. */
@@ -19,6 +20,7 @@ export interface DecodeOptions {
 
 export class Tokenizer {
   readonly #hf: HfTokenizer;
+  #added: Map<number, { content: string }> | undefined;
   /** Id of the tokenizer's eos_token, when tokenizer_config.json names one in the vocabulary. */
   readonly eosTokenId: number | null;
 
@@ -71,6 +73,25 @@ export class Tokenizer {
     } catch (err) {
       throw new DeepGuardError("ERR_TOKENIZER", `decode() failed: ${(err as Error).message}`, { cause: err });
     }
+  }
+
+  /**
+   * Each token's span in `text` (UTF-16 units) for ids that encode `text`, e.g.
+   * encode(text, { addSpecialTokens: false }); null when the ids do not reproduce
+   * the text. The tokenizer library has no offsets: see token-offsets.ts.
+   */
+  spans(text: string, ids: ArrayLike<number>): TokenSpans | null {
+    const hf = this.#hf;
+    const added = (this.#added ??= hf.get_added_tokens_decoder());
+    return tokenSpans(
+      {
+        idToToken: (id) => hf.id_to_token(id),
+        addedTokenContent: (id) => added.get(id)?.content,
+        decode: (ids) => this.decode(ids),
+      },
+      text,
+      ids,
+    );
   }
 }
 
