@@ -27,3 +27,16 @@ export {
   type Pooling,
 } from "./guard/probe.js";
 export { probeSvg, probeTable, writeProbeReport } from "./guard/probe-report.js";
+export {
+  Trainer,
+  type TrainerOptions,
+  type LossWeights,
+  type FitOptions,
+  type FitResult,
+  type StepEvent,
+  type EvalEvent,
+  type StepResult,
+  type StepTerms,
+  type TrainableGuard,
+} from "./train/trainer.js";
+export { LoraParameters, trainForward, type LoraOptions, type TrainPassOptions } from "./train/lora.js";

@@ -7,13 +7,13 @@
  * Saved as a PEFT adapter directory (adapter_config.json + adapter_model.safetensors),
  * which Model.loadAdapter and Hugging Face PEFT load back.
  */
-import { mkdir, rename, writeFile } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { randomBytes } from "node:crypto";
 import { z } from "zod";
 import { readAdapter, LORA_TARGETS, type LoraTarget } from "../model/adapter.js";
 import { engineOf, type Model } from "../model/model.js";
 import { DeepGuardError, wrapNativeError } from "../errors.js";
+import { writeFileAtomic } from "../io/atomic-file.js";
 import { f32Bytes, decodeTensor } from "../io/dtype.js";
 import { readSafetensorsHeader, readTensorData, writeSafetensors } from "../io/safetensors.js";
 import { native } from "../native.js";
@@ -232,18 +232,6 @@ export class LoraParameters {
     }
     await writeSafetensors(join(dir, "adapter_model.safetensors"), tensors, { format: "pt" });
     await writeFileAtomic(join(dir, "adapter_config.json"), JSON.stringify(this.adapterConfig(), null, 2) + "\n");
-  }
-}
-
-/** Writes `text` to a temp name beside `path`, then renames it over `path`. */
-export async function writeFileAtomic(path: string, text: string | Uint8Array): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}-${randomBytes(6).toString("hex")}`;
-  try {
-    await writeFile(tmp, text, { flag: "wx" });
-    await rename(tmp, path);
-  } catch (err) {
-    await import("node:fs/promises").then((fs) => fs.unlink(tmp)).catch(() => undefined);
-    throw err;
   }
 }
 
