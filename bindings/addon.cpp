@@ -3,6 +3,7 @@
 
 #include "bindings/engine_binding.h"
 #include "bindings/lora_train_binding.h"
+#include "bindings/guard_binding.h"
 #include "bindings/model_binding.h"
 #include "bindings/testing_backward.h"
 #include "bindings/testing_ops.h"
@@ -16,6 +17,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Napi::Object testing = dg_bind::InitTestingOps(env);
   dg_bind::AddBackwardTestingOps(env, testing);
   exports.Set("testing", testing);
+  dg_bind::InitGuard(env, exports);
   return exports;
 }
 

@@ -1,4 +1,4 @@
-// `testing` additions for the backward kernels: each as a synchronous function over
+// `testing` additions for the backward kernels (linearBackward is in testing_ops.cpp): each as a synchronous function over
 // typed arrays, so test/train/kernels-backward.test.ts can compare it with finite
 // differences of a float64 reference. Every length is checked before a kernel runs.
 #include "bindings/testing_backward.h"
@@ -36,29 +36,6 @@ int64_t Dim(const Napi::CallbackInfo& info, size_t i, const char* name) {
   return int64_t(d);
 }
 Napi::Float32Array Zeros(Napi::Env env, int64_t n) { return Napi::Float32Array::New(env, size_t(n)); }
-
-// linearBackward(dy, x, wBytes, dtype, rows, cols, T) -> { dx, dw, db } (each accumulated from zero)
-Napi::Value LinearBackward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const int64_t rows = Dim(info, 4, "rows"), cols = Dim(info, 5, "cols"), T = Dim(info, 6, "T");
-  auto dy = F32(info, 0, "dy", T * rows);
-  auto x = F32(info, 1, "x", T * cols);
-  if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) Bad(env, "wBytes must be a Uint8Array");
-  auto w = info[2].As<Napi::Uint8Array>();
-  const std::string ds = info[3].IsString() ? info[3].As<Napi::String>().Utf8Value() : "";
-  dg::DType dtype = ds == "F32" ? dg::DType::F32 : ds == "F16" ? dg::DType::F16 : ds == "BF16" ? dg::DType::BF16 : (Bad(env, "dtype"), dg::DType::F32);
-  if (int64_t(w.ByteLength()) != rows * cols * int64_t(dg::dtype_size(dtype))) Bad(env, "wBytes has the wrong length");
-  auto dx = Zeros(env, T * cols), dw = Zeros(env, rows * cols), db = Zeros(env, rows);
-  Guarded(env, [&] {
-    dg::linear_backward(dx.Data(), dw.Data(), db.Data(), dy.Data(), x.Data(), dg::Matrix{w.Data(), dtype, rows, cols}, T,
-                        dg::ThreadPool::global());
-  });
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("dx", dx);
-  o.Set("dw", dw);
-  o.Set("db", db);
-  return o;
-}
 
 // rmsnormBackward(dy, x, w, T, d, eps) -> { dx, dw }
 Napi::Value RmsNormBackward(const Napi::CallbackInfo& info) {
@@ -166,7 +143,6 @@ Napi::Value Kl(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void AddBackwardTestingOps(Napi::Env env, Napi::Object o) {
-  o.Set("linearBackward", Napi::Function::New(env, LinearBackward, "linearBackward"));
   o.Set("rmsnormBackward", Napi::Function::New(env, RmsNormBackward, "rmsnormBackward"));
   o.Set("ropeBackward", Napi::Function::New(env, RopeBackward, "ropeBackward"));
   o.Set("attentionBackward", Napi::Function::New(env, AttentionBackward, "attentionBackward"));

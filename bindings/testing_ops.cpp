@@ -102,6 +102,37 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   });
 }
 
+// linearBackward(dy, x, T, wBytes, dtype, rows, cols, dx | null, dw | null, db | null):
+// accumulates into the given gradient arrays in place (dx [T][cols], dw [rows][cols], db [rows]).
+Napi::Value LinearBackward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto dy = F32Arg(info, 0, "dy");
+  auto x = F32Arg(info, 1, "x");
+  const int64_t T = IntArg(info, 2, "T", 1);
+  auto w = BytesArg(info, 3, "wBytes");
+  const dg::DType dtype = DTypeArg(info, 4);
+  const int64_t rows = IntArg(info, 5, "rows", 1), cols = IntArg(info, 6, "cols", 1);
+  ExpectLength(env, "dy", dy.ElementLength(), Mul(env, T, rows), "T * rows");
+  ExpectLength(env, "x", x.ElementLength(), Mul(env, T, cols), "T * cols");
+  ExpectLength(env, "wBytes", w.ByteLength(), Mul(env, Mul(env, rows, cols), int64_t(dg::dtype_size(dtype))),
+               "rows * cols * dtype size");
+  float* grads[3] = {nullptr, nullptr, nullptr};
+  const char* names[3] = {"dx", "dw", "db"};
+  const int64_t lengths[3] = {Mul(env, T, cols), Mul(env, rows, cols), rows};
+  for (int i = 0; i < 3; ++i) {
+    if (IsAbsent(info, size_t(7 + i))) continue;
+    auto g = F32Arg(info, size_t(7 + i), names[i]);
+    ExpectLength(env, names[i], g.ElementLength(), lengths[i], i == 0 ? "T * cols" : i == 1 ? "rows * cols" : "rows");
+    grads[i] = g.Data();
+  }
+  if (grads[1] && dtype != dg::DType::F32) Bad(env, "dw needs F32 weights");
+  return Guarded(env, [&] {
+    dg::linear_backward(grads[0], grads[1], grads[2], dy.Data(), x.Data(), dg::Matrix{w.Data(), dtype, rows, cols}, T,
+                        dg::ThreadPool::global());
+    return env.Undefined();
+  });
+}
+
 // rmsnorm(x, w, T, d, eps) -> new [T][d]
 // linearMany(x, T, cols, weights: [{ bytes: Uint8Array, dtype, rows }]) -> Float32Array[]
 // (one y[T][rows] per matrix, computed in a single linear_forward_many pass).
@@ -280,6 +311,7 @@ Napi::Object InitTestingOps(Napi::Env env) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("linear", Napi::Function::New(env, Linear, "linear"));
   o.Set("linearMany", Napi::Function::New(env, LinearMany, "linearMany"));
+  o.Set("linearBackward", Napi::Function::New(env, LinearBackward, "linearBackward"));
   o.Set("rmsnorm", Napi::Function::New(env, RmsNorm, "rmsnorm"));
   o.Set("ropeTables", Napi::Function::New(env, RopeTables, "ropeTables"));
   o.Set("rope", Napi::Function::New(env, Rope, "rope"));

@@ -16,6 +16,8 @@ export const ERROR_CODES = [
   "ERR_DTYPE", // a tensor's dtype is wrong for its use
   "ERR_FILE_OPEN", // a file cannot be opened or mapped
   "ERR_FILE_WRITE", // an output file cannot be written (nothing half-written is left)
+  "ERR_GUARD_FILE", // a guard folder's guard.json / guard.safetensors is missing, corrupt or inconsistent
+  "ERR_GUARD_MISMATCH", // a guard was made for another base model (the message names the differing field)
   "ERR_ISA_UNSUPPORTED", // the CPU lacks the requested instruction set
   "ERR_MISSING_TENSOR", // a tensor the model needs is absent
   "ERR_NATIVE", // an unexpected native failure (a bug: please report it)

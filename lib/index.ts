@@ -40,3 +40,14 @@ export {
   type TrainableGuard,
 } from "./train/trainer.js";
 export { LoraParameters, trainForward, type LoraOptions, type TrainPassOptions } from "./train/lora.js";
+export {
+  Guard,
+  AGGREGATIONS,
+  type Aggregation,
+  type GuardCreateOptions,
+  type HiddenBatchItem,
+  type GuardScore,
+  type ForwardTrainResult,
+} from "./guard/guard.js";
+export { type GuardFitOptions, type GuardFitResult, type GuardStepInfo, type GuardEpochInfo, type GuardValidation } from "./guard/fit.js";
+export { type ModelIdentity } from "./guard/identity.js";

@@ -110,5 +110,33 @@ export interface NativeAddon {
       returnLogits: boolean;
     },
   ): Promise<NativeTrainPass>;
+  /** Guard aggregator + analyzer over every token of a batch (native/guard). */
+  guardForward(
+    spec: NativeGuardSpec,
+    params: Record<string, Float32Array>,
+    batch: { ids: Int32Array; hidden: Float32Array[] }[],
+    options: { train: boolean; seed: number; keepTape: boolean },
+  ): Promise<{ tokens: Float32Array[]; tape?: NativeGuardTape }>;
+  /** Accumulates into grads; resolves to d(loss)/d(hidden) per item per layer. */
+  guardBackward(
+    spec: NativeGuardSpec,
+    params: Record<string, Float32Array>,
+    grads: Record<string, Float32Array>,
+    tape: NativeGuardTape,
+    dTokens: Float32Array[],
+  ): Promise<Float32Array[][]>;
   systemInfo(): { isa: string; bestIsa: string; threads: number; avx2: boolean; avx512f: boolean; avx512bf16: boolean };
+}
+
+export interface NativeGuardSpec {
+  hiddenSize: number;
+  layers: number;
+  vocabSize: number;
+  aggregation: "attention" | "mean" | "last" | "weighted";
+  dropout: number;
+}
+
+/** Opaque: the activations of one guardForward({ keepTape: true }), owned natively. */
+export interface NativeGuardTape {
+  readonly __guardTape: unique symbol;
 }

@@ -33,11 +33,16 @@ struct LinearOutput {
   bool accumulate;
 };
 void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, int64_t T, ThreadPool& pool);
-// Backward of y = x W^T + b:
-//   dx[T][in]   += dy . W       (W in its stored dtype, never copied: blocked and vectorized in
-//                                matmul_backward_tile.h; column strips split across the pool)
-//   dw[out][in] += dy^T . x     (f32; trainable weights only, e.g. LoRA factors; needs x)
+// Backward of y = x . W^T + b, every gradient ACCUMULATED (+=), llm.c style, so
+// callers sum contributions (base + LoRA, several uses of one input); each
+// output pointer may be nullptr to skip it:
+//   dx[T][in]   += dy[T][out] . W[out][in]      (W in any stored dtype)
+//   dw[out][in] += dy[T][out]^T . x[T][in]      (f32)
 //   db[out]     += sum_t dy[t]
+// dx: W read in its stored dtype, never transposed or copied whole: column strips of
+// dx split across the pool, each widening W block by block into a small f32 buffer
+// that register-blocked tiles of tokens stream (matmul_backward_tile.h; at T <= 4
+// each weight byte is still read once). dw: the forward GEMM over transposed dy, x.
 void linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const Matrix& w, int64_t T,
                      ThreadPool& pool);
 
@@ -118,5 +123,80 @@ struct SamplingParams {
 // and invert the CDF, taken in token-id order, at u. Deterministic for a given
 // (logits, params, u); tie and NaN/inf rules are spelled out in sampling.cpp.
 int32_t sample_token(const float* logits, int64_t vocab, const SamplingParams& p, double u);
+
+// ---- security-module ops (layernorm.cpp, pointwise.cpp, layer_aggregate.cpp) ---
+// Forward and backward side by side; every backward ACCUMULATES (+=) into its
+// gradient outputs (dx, dw, ...), so callers zero them first. Single-pass over
+// rows; row loops are split across the pool where a row is large enough.
+
+// LayerNorm over rows of d: mean = sum x / d, var = sum (x - mean)^2 / d (biased),
+// rstd = 1 / sqrt(var + eps), y = (x - mean) * rstd * w + b. Saves mean[T], rstd[T].
+void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b,
+                       int64_t T, int64_t d, float eps);
+// With n = (x - mean) * rstd, g = dy * w:
+//   dx += rstd * (g - mean_i(g) - n * mean_i(g * n)),  dw += sum_t dy * n,  db += sum_t dy.
+void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* mean,
+                        const float* rstd, const float* w, int64_t T, int64_t d);
+
+// y = max(x, 0) (y may alias x); backward from the output: dx += dy * [y > 0].
+void relu_forward(float* y, const float* x, int64_t n);
+void relu_backward(float* dx, const float* dy, const float* y, int64_t n);
+
+// y = 1 / (1 + exp(-x)); backward from the output: dx += dy * y * (1 - y).
+void sigmoid_forward(float* y, const float* x, int64_t n);
+void sigmoid_backward(float* dx, const float* dy, const float* y, int64_t n);
+
+// Inverted dropout with a counter-based generator: element i (global index
+// offset + i) is kept iff splitmix64(seed, stream, offset + i) / 2^64 >= p, and
+// then scaled by 1 / (1 - p); mask[i] = kept. Deterministic for (seed, stream,
+// index) whatever the batch split or thread count. y may alias x.
+void dropout_forward(float* y, uint8_t* mask, const float* x, int64_t n, float p, uint64_t seed, uint64_t stream,
+                     uint64_t offset);
+// dx += dy * mask / (1 - p).
+void dropout_backward(float* dx, const float* dy, const uint8_t* mask, int64_t n, float p);
+
+// Multi-layer aggregation of m hidden states per token. h is layer-major
+// [m][N][d] (N tokens of any number of sequences); out is [N][d].
+//
+// attention (DESIGN.md "Aggregator"): per token
+//   mu = mean_l h_l;  q = Wq mu + bq;  k_l = Wk h_l + bk;  v_l = Wv h_l + bv
+//   alpha = softmax_l(q . k_l / sqrt(d));  out = Wo (sum_l alpha_l v_l) + bo
+// computed without forming k_l and v_l (the same math, re-associated):
+//   q . k_l = (Wk^T q) . h_l + q . bk,   sum_l alpha_l v_l = Wv (sum_l alpha_l h_l) + bv
+// so a token costs four d x d products whatever m is, and each weight matrix is
+// read once per call for all N tokens.
+struct LayerAttentionParams {
+  const float *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo;  // [d][d] weights ([out][in]), [d] biases
+};
+struct LayerAttentionGrads {
+  float *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo;
+};
+// What the forward keeps for the backward: mu, q, u = Wk^T q, hbar = sum alpha_l
+// h_l and o = Wv hbar + bv, each [N][d]; alpha [N][m].
+struct LayerAttentionSaved {
+  float *mu, *q, *u, *alpha, *hbar, *o;
+};
+void layer_attention_forward(float* out, const LayerAttentionSaved& s, const float* h, int64_t m, int64_t N,
+                             int64_t d, const LayerAttentionParams& p, ThreadPool& pool);
+// dh [m][N][d] and the parameter gradients accumulate. With c = 1/sqrt(d):
+//   do = Wo^T dout, dhbar = Wv^T do, dalpha_l = dhbar . h_l + do . bv,
+//   ds_l = alpha_l (dalpha_l - sum_j alpha_j dalpha_j),
+//   dh_l += alpha_l dhbar + c ds_l u + (Wq^T dq) / m,  du = c sum_l ds_l h_l,
+//   dq = Wk du + c (sum_l ds_l) bk,  dWk += q du^T,  dbk += c (sum_l ds_l) q.
+void layer_attention_backward(float* dh, const LayerAttentionGrads& g, const float* dout, const LayerAttentionSaved& s,
+                              const float* h, int64_t m, int64_t N, int64_t d, const LayerAttentionParams& p,
+                              ThreadPool& pool);
+// mean: out = (1/m) sum_l h_l;  dh_l += dout / m.
+void layer_mean_forward(float* out, const float* h, int64_t m, int64_t N, int64_t d);
+void layer_mean_backward(float* dh, const float* dout, int64_t m, int64_t N, int64_t d);
+// last: out = h_{m-1} (the last layer of the list);  dh_{m-1} += dout.
+void layer_last_forward(float* out, const float* h, int64_t m, int64_t N, int64_t d);
+void layer_last_backward(float* dh, const float* dout, int64_t m, int64_t N, int64_t d);
+// weighted: w = softmax(logits[m]) (written to weights[m]); out = sum_l w_l h_l.
+// Backward: dh_l += w_l dout;  dlogits_l += w_l (g_l - sum_j w_j g_j), g_l = sum_t dout_t . h_l,t.
+void layer_weighted_forward(float* out, float* weights, const float* h, const float* logits, int64_t m, int64_t N,
+                            int64_t d);
+void layer_weighted_backward(float* dh, float* dlogits, const float* dout, const float* h, const float* weights,
+                             int64_t m, int64_t N, int64_t d);
 
 }  // namespace dg

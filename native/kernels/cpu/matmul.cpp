@@ -1,6 +1,7 @@
 // linear_forward: argument checks, the thread split, and the ISA dispatch; the
 // portable scalar kernel lives here too (the SIMD ones in matmul_avx*.cpp).
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "core/cpu_features.h"
@@ -92,12 +93,48 @@ static void linear_dx_strips_scalar(const detail::LinearDxJob& jb, int64_t s0, i
   }
 }
 
+void linear_forward(float* y, const float* x, const Matrix& w, const float* bias, int64_t T, ThreadPool& pool,
+                    bool accumulate) {
+  if (w.rows < 0 || w.cols < 0) throw Error("ERR_ARGUMENT", "linear_forward: negative dimension");
+  const LinearOutput out{y, w, bias, accumulate};
+  linear_forward_many(&out, 1, x, T, pool);
+}
+
+}  // namespace dg
+
+// ---- linear_backward -------------------------------------------------------
+namespace dg {
+namespace {
+
+// dst[c][r] = src[r][c] for a [rows][cols] matrix of elem-byte elements, in
+// 32x32 tiles so both sides stay in cache.
+void transpose_bytes(void* dst, const void* src, int64_t rows, int64_t cols, size_t elem, ThreadPool& pool) {
+  const char* s = static_cast<const char*>(src);
+  char* d = static_cast<char*>(dst);
+  const int64_t tiles = (rows + 31) / 32;
+  pool.parallel_for(tiles, [&](int64_t b0, int64_t b1) {
+    for (int64_t rb = b0 * 32; rb < std::min(rows, b1 * 32); rb += 32)
+      for (int64_t cb = 0; cb < cols; cb += 32)
+        for (int64_t r = rb; r < std::min(rows, rb + 32); ++r)
+          for (int64_t c = cb; c < std::min(cols, cb + 32); ++c)
+            std::memcpy(d + (c * rows + r) * int64_t(elem), s + (r * cols + c) * int64_t(elem), elem);
+  }, std::max<int64_t>(1, 4096 / std::max<int64_t>(cols, 1)));
+}
+
+}  // namespace
+
 void linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const Matrix& w, int64_t T,
                      ThreadPool& pool) {
-  if (T < 0 || w.rows < 0 || w.cols < 0) throw Error("ERR_ARGUMENT", "linear_backward: negative dimension");
-  if (T == 0 || w.rows == 0 || w.cols == 0) return;
   const int64_t out = w.rows, in = w.cols;
+  if (T < 0 || out < 0 || in < 0) throw Error("ERR_ARGUMENT", "linear_backward: negative dimension");
+  if (T == 0 || out == 0 || in == 0) return;
+  if (db) {
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t o = 0; o < out; ++o) db[o] += dy[t * out + o];
+  }
   if (dx) {
+    // Column strips of dx, W widened block by block in place (never transposed or
+    // copied whole): matmul_backward_tile.h.
     int64_t strip = 64;
     void (*fn)(const detail::LinearDxJob&, int64_t, int64_t) = linear_dx_strips_scalar;
 #if defined(DG_X86)
@@ -108,34 +145,17 @@ void linear_backward(float* dx, float* dw, float* db, const float* dy, const flo
     }
 #endif
     const detail::LinearDxJob job{dx, dy, w.data, w.dtype, out, in, T};
-    const int64_t strips = (in + strip - 1) / strip;
-    pool.parallel_for(strips, [&](int64_t s0, int64_t s1) { fn(job, s0, s1); });
+    pool.parallel_for((in + strip - 1) / strip, [&](int64_t s0, int64_t s1) { fn(job, s0, s1); });
   }
   if (dw) {
     if (!x) throw Error("ERR_ARGUMENT", "linear_backward: the weight gradient needs the input x");
-    // Rows of dW are independent: split them across the pool.
-    pool.parallel_for(out, [&](int64_t o0, int64_t o1) {
-      for (int64_t o = o0; o < o1; ++o) {
-        float* g = dw + o * in;
-        for (int64_t t = 0; t < T; ++t) {
-          const float d = dy[t * out + o];
-          if (d == 0.f) continue;
-          const float* xt = x + t * in;
-          for (int64_t i = 0; i < in; ++i) g[i] += d * xt[i];
-        }
-      }
-    }, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, T * in / 64)));
+    // dw[out][in] += (dy^T)[out][T] . (x^T)[in][T]^T: the forward GEMM with the
+    // token axis as the reduction.
+    std::vector<float> dyt(size_t(out * T)), xt(size_t(in * T));
+    transpose_bytes(dyt.data(), dy, T, out, 4, pool);
+    transpose_bytes(xt.data(), x, T, in, 4, pool);
+    linear_forward(dw, dyt.data(), Matrix{xt.data(), DType::F32, in, T}, nullptr, out, pool, true);
   }
-  if (db)
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t o = 0; o < out; ++o) db[o] += dy[t * out + o];
-}
-
-void linear_forward(float* y, const float* x, const Matrix& w, const float* bias, int64_t T, ThreadPool& pool,
-                    bool accumulate) {
-  if (w.rows < 0 || w.cols < 0) throw Error("ERR_ARGUMENT", "linear_forward: negative dimension");
-  const LinearOutput out{y, w, bias, accumulate};
-  linear_forward_many(&out, 1, x, T, pool);
 }
 
 }  // namespace dg
