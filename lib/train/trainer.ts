@@ -30,6 +30,8 @@ import { join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
 import { z } from "zod";
 import type { Dataset, SvenPair } from "../data/dataset.js";
+import { AGGREGATIONS, Guard, type Aggregation } from "../guard/guard.js";
+import { probeLayers } from "../guard/probe.js";
 import { DeepGuardError } from "../errors.js";
 import { writeFileAtomic } from "../io/atomic-file.js";
 import { decodeTensor, f32Bytes } from "../io/dtype.js";
@@ -68,6 +70,14 @@ export interface LossWeights {
 }
 
 export interface TrainerOptions {
+  /**
+   * Hidden-state indices the guard aggregates (negatives count from the end), or
+   * "auto" (default): probe the training set at fit() and take the recommended band.
+   * Used only when loss.security > 0 and no guard is passed.
+   */
+  layers?: "auto" | number[];
+  /** The guard's aggregation (default "attention"). */
+  aggregation?: Aggregation;
   lora?: LoraOptions;
   loss?: LossWeights;
   lr?: number;
@@ -102,6 +112,8 @@ const lossSchema = z
 
 const trainerSchema = z
   .object({
+    layers: z.union([z.literal("auto"), z.array(z.number().int()).min(1)]).default("auto"),
+    aggregation: z.enum(AGGREGATIONS).default("attention"),
     lora: loraSchema.default({ rank: 16, dropout: 0, targetModules: ["q_proj", "v_proj"], rslora: false }),
     loss: lossSchema.default({ generation: 1, security: 0.5, kl: 1, margin: 0.5, changedTokensOnly: false, klClamp: 1 }),
     lr: z.number().positive().finite().default(2e-4),
@@ -207,8 +219,8 @@ export class Trainer extends EventEmitter {
   readonly model: Model;
   readonly options: Readonly<Resolved>;
   readonly lora: LoraParameters;
-  readonly guard: TrainableGuard | null;
-  readonly #optimizer: AdamW;
+  #guard: TrainableGuard | null;
+  #optimizer: AdamW;
   #rng: Random;
   #step = 0;
   #epoch = 0;
@@ -222,17 +234,37 @@ export class Trainer extends EventEmitter {
     super();
     this.model = model;
     this.options = parseOptions(trainerSchema, options, "Trainer");
-    this.guard = extra?.guard ?? null;
-    if (this.options.loss.security > 0 && !this.guard) {
-      throw new DeepGuardError("ERR_ARGUMENT", 'Trainer option "loss.security": the security term needs a guard (pass { guard }) or weight 0');
+    this.#guard = extra?.guard ?? null;
+    const o = this.options;
+    if (o.loss.security > 0 && !this.#guard && o.layers !== "auto") {
+      this.#guard = Guard.create(model, { layers: o.layers, aggregation: o.aggregation, seed: deriveSeed(o.seed, 3) });
     }
-    this.lora = extra?.lora ?? LoraParameters.create(model, this.options.lora, deriveSeed(this.options.seed, 1));
-    const params: Record<string, Float32Array> = { ...this.lora.parameters(), ...(this.guard?.parameters() ?? {}) };
-    this.#optimizer = new AdamW(params, {
+    this.lora = extra?.lora ?? LoraParameters.create(model, o.lora, deriveSeed(o.seed, 1));
+    this.#optimizer = this.#makeOptimizer();
+    this.#rng = new Random(deriveSeed(o.seed, 2));
+  }
+
+  /** The guard trained with the security term (null without one, or before fit() probes "auto" layers). */
+  get guard(): TrainableGuard | null {
+    return this.#guard;
+  }
+
+  #makeOptimizer(): AdamW {
+    const params: Record<string, Float32Array> = { ...this.lora.parameters(), ...(this.#guard?.parameters() ?? {}) };
+    return new AdamW(params, {
       weightDecay: this.options.weightDecay,
       noDecay: (name) => name.endsWith(".bias") || /\.ln\d\./.test(name) || name === "token_stats",
     });
-    this.#rng = new Random(deriveSeed(this.options.seed, 2));
+  }
+
+  /** With layers "auto" and a security term: probe `data` and create the guard on the recommended band. */
+  async #ensureGuard(data: Dataset, signal?: AbortSignal): Promise<void> {
+    const o = this.options;
+    if (o.loss.security === 0 || this.#guard) return;
+    const report = await probeLayers(this.model, data, { seed: o.seed, ...(signal ? { signal } : {}) });
+    this.#guard = Guard.create(this.model, { layers: report.recommendedLayers, aggregation: o.aggregation, seed: deriveSeed(o.seed, 3) });
+    this.#optimizer = this.#makeOptimizer();
+    this.emit("probe", report);
   }
 
   /** Optimizer steps taken so far. */
@@ -257,12 +289,12 @@ export class Trainer extends EventEmitter {
 
   /** Clips, applies one AdamW update at the scheduled learning rate, clears gradients. */
   async optimizerStep(): Promise<{ lr: number; gradNorm: number }> {
-    const grads: Record<string, Float32Array> = { ...this.lora.gradients(), ...(this.guard?.gradients() ?? {}) };
+    const grads: Record<string, Float32Array> = { ...this.lora.gradients(), ...(this.#guard?.gradients() ?? {}) };
     const gradNorm = await clipGradNorm(Object.values(grads), this.options.maxGradNorm);
     const lr = this.lr;
     await this.#optimizer.step(grads, lr);
     this.lora.zeroGrad();
-    this.guard?.zeroGrad();
+    this.#guard?.zeroGrad();
     this.#step++;
     return { lr, gradNorm };
   }
@@ -288,11 +320,14 @@ export class Trainer extends EventEmitter {
 
   async #run(batch: readonly SvenPair[], train: boolean): Promise<StepResult> {
     if (!Array.isArray(batch) || batch.length === 0) throw new DeepGuardError("ERR_ARGUMENT", "Trainer.step needs a non-empty batch of pairs");
+    if (this.options.loss.security > 0 && !this.#guard) {
+      throw new DeepGuardError("ERR_ARGUMENT", 'Trainer: layers "auto" are probed by fit(); for custom loops pass explicit layers or a guard');
+    }
     const o = this.options;
     const w = o.loss;
     const scale = 1 / (batch.length * (train ? o.gradAccum : 1));
-    const useSec = w.security > 0 && this.guard !== null;
-    const guardLayers = useSec ? [...this.guard!.layers] : [];
+    const useSec = w.security > 0 && this.#guard !== null;
+    const guardLayers = useSec ? [...this.#guard!.layers] : [];
     const capture = [...new Set(guardLayers)].sort((a, b) => a - b);
     const sum = { loss: 0, generation: 0, security: 0, kl: 0, tokens: 0 };
     for (const pair of batch) {
@@ -326,7 +361,7 @@ export class Trainer extends EventEmitter {
         if (useSec) {
           vulnerable = await trainForward(this.model, pair.vulnerable.ids, this.lora, { seed: (seed ^ 0x5bd1e995) >>> 0, train, capture, recompute: o.recompute });
           const pick = (pass: NativeTrainPass) => guardLayers.map((l) => pass.hidden[capture.indexOf(l)]);
-          const g = await this.guard!.forwardTrain(
+          const g = await this.#guard!.forwardTrain(
             [{ ids, hidden: pick(secure) }, { ids: pair.vulnerable.ids, hidden: pick(vulnerable) }],
             { train, seed },
           );
@@ -342,7 +377,7 @@ export class Trainer extends EventEmitter {
             });
             dSecure = toCapture(dHidden[0]);
             dVulnerable = toCapture(dHidden[1]);
-            this.guard!.updateTokenStats({ secure: ids, vulnerable: pair.vulnerable.ids });
+            this.#guard!.updateTokenStats({ secure: ids, vulnerable: pair.vulnerable.ids });
           }
         }
         if (train) {
@@ -396,6 +431,7 @@ export class Trainer extends EventEmitter {
     });
     const pairs = await train.pairs(this.model);
     if (pairs.length === 0) throw new DeepGuardError("ERR_DATASET_EMPTY", `${train.source}: the training set holds no usable pairs`);
+    await this.#ensureGuard(train, f.signal);
     const perEpoch = Math.ceil(Math.ceil(pairs.length / o.batchSize) / o.gradAccum);
     this.#totalSteps = o.maxSteps ?? perEpoch * o.epochs;
     const evalEvery = f.evalEvery ?? perEpoch;
@@ -421,7 +457,7 @@ export class Trainer extends EventEmitter {
         if (micro < o.gradAccum) {  // a short last group: rescale to a mean over the batches it had
           const fix = o.gradAccum / micro;
           for (const g of Object.values(this.lora.gradients())) for (let i = 0; i < g.length; i++) g[i] *= fix;
-          if (this.guard) for (const g of Object.values(this.guard.gradients())) for (let i = 0; i < g.length; i++) g[i] *= fix;
+          if (this.#guard) for (const g of Object.values(this.#guard.gradients())) for (let i = 0; i < g.length; i++) g[i] *= fix;
         }
         const { lr, gradNorm } = await this.optimizerStep();
         const now = performance.now();
@@ -477,7 +513,7 @@ export class Trainer extends EventEmitter {
     try {
       await mkdir(tmp, { recursive: true });
       await this.lora.save(tmp);
-      if (this.guard) await this.guard.save(tmp);
+      if (this.#guard) await this.#guard.save(tmp);
       const st = this.#optimizer.state();
       const tensors: Record<string, { dtype: string; shape: number[]; data: Uint8Array }> = {};
       for (const [name, m] of Object.entries(st.m)) {
@@ -533,11 +569,19 @@ export class Trainer extends EventEmitter {
     } catch (err) {
       throw new DeepGuardError("ERR_TRAIN_CHECKPOINT", `${dir}: ${(err as Error).message}`, { cause: err });
     }
-    const trainer = new Trainer(model, s.options as TrainerOptions, { lora, ...(extra?.guard ? { guard: extra.guard } : {}) });
+    let guard: TrainableGuard | undefined = extra?.guard;
+    if (!guard && (await exists(join(dir, "guard.json")))) {
+      try {
+        guard = await Guard.load(dir, model);
+      } catch (err) {
+        throw new DeepGuardError("ERR_TRAIN_CHECKPOINT", `${dir}: ${(err as Error).message}`, { cause: err });
+      }
+    }
+    const trainer = new Trainer(model, s.options as TrainerOptions, { lora, ...(guard ? { guard } : {}) });
     const optPath = join(dir, OPTIMIZER_FILE);
     try {
       const header = await readSafetensorsHeader(optPath);
-      const params = { ...lora.parameters(), ...(extra?.guard?.parameters() ?? {}) };
+      const params = { ...lora.parameters(), ...(guard?.parameters() ?? {}) };
       const m: Record<string, Float32Array> = {}, v: Record<string, Float32Array> = {};
       for (const name of Object.keys(params)) {
         for (const [k, dst] of [["m", m], ["v", v]] as const) {

@@ -169,11 +169,32 @@ test("custom loops: step() accumulates, optimizerStep() updates; the security te
   assert.ok(again.terms.security < first.terms.security, `margin term ${first.terms.security} -> ${again.terms.security} (eval ${later.loss})`);
 });
 
+test("with the real Guard: the security term is trained, guard files sit beside the adapter, resume reloads the guard", async () => {
+  const dir = out();
+  const opts: TrainerOptions = { ...base, layers: [-2, -1], aggregation: "attention", loss: { generation: 1, security: 0.5, kl: 1 }, maxSteps: 2 };
+  const trainer = new Trainer(model, opts);
+  assert.ok(trainer.guard);
+  const steps: StepEvent[] = [];
+  trainer.on("step", (s: StepEvent) => steps.push(s));
+  await trainer.fit(train, { outDir: dir });
+  assert.is(steps.length, 2);
+  assert.ok(steps.every((s) => Number.isFinite(s.security) && s.security >= 0));
+  const files = await readdir(dir);
+  for (const f of ["adapter_config.json", "adapter_model.safetensors", "guard.json", "guard.safetensors"]) assert.ok(files.includes(f), f);
+  const again = await Trainer.resume(join(dir, "last"), model);
+  assert.ok(again.guard);
+  assert.equal([...again.guard!.layers], [...trainer.guard!.layers]);
+  const g1 = trainer.guard!.parameters(), g2 = again.guard!.parameters();
+  for (const k of Object.keys(g1)) assert.equal(Array.from(g2[k]), Array.from(g1[k]), k);
+});
+
 test("bad inputs: rank 0, unknown target, layers out of range, no guard, empty data, unwritable or corrupt folders", async () => {
   await expectError(() => new Trainer(model, { ...base, lora: { rank: 0 } }), "ERR_ARGUMENT", /rank/);
   await expectError(() => new Trainer(model, { ...base, lora: { targetModules: ["qq_proj" as "q_proj"] } }), "ERR_ARGUMENT", /targetModules/);
   await expectError(() => new Trainer(model, { ...base, lora: { layers: [99] } }), "ERR_ARGUMENT", /layer 99/);
-  await expectError(() => new Trainer(model, { ...base, loss: { security: 0.5 } }), "ERR_ARGUMENT", /guard/);
+  const pairs = (await train.pairs(model)).slice(0, 1);
+  await expectError(() => new Trainer(model, { ...base, loss: { security: 0.5 } }).step(pairs), "ERR_ARGUMENT", /auto/);
+  await expectError(() => new Trainer(model, { ...base, loss: { security: 0.5 }, layers: [7] }), "ERR_ARGUMENT");
   const trainer = new Trainer(model, base);
   await expectError(() => trainer.step([]), "ERR_ARGUMENT");
   const empty = await Dataset.fromSven(join(SVEN, "train"), { maxTokens: 3 });
