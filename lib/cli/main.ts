@@ -5,6 +5,8 @@
  *   deepguard forward <model-dir> (--ids 1,2,3 | --text "...") [--json]
  *     (without --json: each token and its top 5 next-token predictions)
  *   deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
+ *   deepguard train <model-dir> --data <sven-train> --out <dir> [...]   (lib/cli/train.ts)
+ *   (forward and generate take --adapter <dir>: a PEFT LoRA adapter)
  *   deepguard probe <model-dir> --data <sven-path> --out <dir> [--folds 5] [--seed S] [--pooling mean|changed] [--max-tokens N] [--json]
  */
 import { parseArgs } from "node:util";
@@ -12,12 +14,14 @@ import { DeepGuardError } from "../errors.js";
 import { Model } from "../model/model.js";
 import { writeForwardJson } from "./forward-json.js";
 import { PROBE_USAGE, probeCommand } from "./probe.js";
+import { TRAIN_USAGE, trainCommand } from "./train.js";
 
 const USAGE = `usage:
   deepguard inspect <model-dir> [--json]
-  deepguard forward <model-dir> (--ids 1,2,3 | --text "...") [--json]
-  deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
-  ${PROBE_USAGE}`;
+  deepguard forward <model-dir> (--ids 1,2,3 | --text "...") [--adapter <dir>] [--json]
+  deepguard generate <model-dir> "<prompt>" [--adapter <dir>] [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
+  ${PROBE_USAGE}
+  ${TRAIN_USAGE}`;
 
 class UsageError extends DeepGuardError {
   constructor(message: string) {
@@ -70,12 +74,13 @@ async function inspect(args: string[]): Promise<void> {
 async function forward(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args,
-    options: { ids: { type: "string" }, text: { type: "string" }, json: { type: "boolean" } },
+    options: { ids: { type: "string" }, text: { type: "string" }, adapter: { type: "string" }, json: { type: "boolean" } },
     allowPositionals: true,
   });
   if (positionals.length !== 1) throw new UsageError("forward takes one model directory");
   if ((values.ids === undefined) === (values.text === undefined)) throw new UsageError("forward needs exactly one of --ids or --text");
   const model = await Model.load(positionals[0]);
+  if (values.adapter !== undefined) await model.loadAdapter(values.adapter);
   const input = values.ids !== undefined ? parseIds(values.ids) : (values.text as string);
   if (values.json) {
     const out = await model.forward(input, { hiddenStates: "all" });
@@ -101,11 +106,13 @@ async function generate(args: string[]): Promise<void> {
       "top-p": { type: "string" },
       "top-k": { type: "string" },
       seed: { type: "string" },
+      adapter: { type: "string" },
     },
     allowPositionals: true,
   });
   if (positionals.length !== 2) throw new UsageError("generate takes a model directory and a prompt");
   const model = await Model.load(positionals[0]);
+  if (values.adapter !== undefined) await model.loadAdapter(values.adapter);
   const abort = new AbortController();
   process.once("SIGINT", () => abort.abort());
   const stream = model.generate(positionals[1], {
@@ -127,6 +134,7 @@ async function main(argv: string[]): Promise<number> {
     else if (command === "forward") await forward(rest);
     else if (command === "generate") await generate(rest);
     else if (command === "probe") await probeCommand(rest);
+    else if (command === "train") await trainCommand(rest);
     else if (command === undefined || command === "--help" || command === "-h") {
       process.stdout.write(USAGE + "\n");
       return command === undefined ? 2 : 0;

@@ -547,7 +547,11 @@ export class Trainer extends EventEmitter {
    * same options, factors, optimizer moments, RNG and position in the data.
    * (A folder interrupted mid-replace is found at `<dir>.old`.)
    */
-  static async resume(directory: string, model: Model, extra?: { guard?: TrainableGuard }): Promise<Trainer> {
+  static async resume(
+    directory: string,
+    model: Model,
+    extra?: { guard?: TrainableGuard; /** Extend the run: a new step or epoch budget. */ maxSteps?: number; epochs?: number },
+  ): Promise<Trainer> {
     let dir = resolve(directory);
     if (!(await exists(join(dir, STATE_FILE))) && (await exists(join(`${dir}.old`, STATE_FILE)))) dir = `${dir}.old`;
     const where = join(dir, STATE_FILE);
@@ -577,7 +581,12 @@ export class Trainer extends EventEmitter {
         throw new DeepGuardError("ERR_TRAIN_CHECKPOINT", `${dir}: ${(err as Error).message}`, { cause: err });
       }
     }
-    const trainer = new Trainer(model, s.options as TrainerOptions, { lora, ...(guard ? { guard } : {}) });
+    const options = {
+      ...(s.options as TrainerOptions),
+      ...(extra?.maxSteps !== undefined ? { maxSteps: extra.maxSteps } : {}),
+      ...(extra?.epochs !== undefined ? { epochs: extra.epochs } : {}),
+    };
+    const trainer = new Trainer(model, options, { lora, ...(guard ? { guard } : {}) });
     const optPath = join(dir, OPTIMIZER_FILE);
     try {
       const header = await readSafetensorsHeader(optPath);
