@@ -109,7 +109,8 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
   return table;
 }
 
-// crossEntropy(logits, targets, weights, T, V) -> { loss, dlogits }
+// crossEntropy(logits, targets, weights, T, V) -> { loss, dlogits, fusedLoss, fusedDlogits }
+// (separate forward + backward, and cross_entropy_forward_backward)
 Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int64_t T = Dim(info, 3, "T"), V = Dim(info, 4, "V");
@@ -118,12 +119,15 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
   for (int64_t t = 0; t < T; ++t)
     if (y.Data()[t] < -1 || y.Data()[t] >= V) Bad(env, "targets out of range");
   std::vector<float> lse(static_cast<size_t>(T));
-  auto dz = Zeros(env, T * V);
+  auto dz = Zeros(env, T * V), fused = Zeros(env, T * V);
   const double loss = dg::cross_entropy_forward(lse.data(), z.Data(), y.Data(), w.Data(), T, V);
   dg::cross_entropy_backward(dz.Data(), z.Data(), lse.data(), y.Data(), w.Data(), T, V);
+  const double fused_loss = dg::cross_entropy_forward_backward(fused.Data(), z.Data(), y.Data(), w.Data(), T, V);
   Napi::Object o = Napi::Object::New(env);
   o.Set("loss", loss);
   o.Set("dlogits", dz);
+  o.Set("fusedLoss", fused_loss);
+  o.Set("fusedDlogits", fused);
   return o;
 }
 

@@ -106,6 +106,11 @@ double cross_entropy_forward(float* lse, const float* logits, const int32_t* tar
 // dlogits[t] += weights[t] (softmax(logits[t]) - onehot(targets[t])) for rows with targets[t] >= 0.
 void cross_entropy_backward(float* dlogits, const float* logits, const float* lse, const int32_t* targets,
                             const float* weights, int64_t T, int64_t V);
+// Both at once for rows with targets[t] >= 0 and weights[t] != 0 (one exp per logit):
+// dlogits[t] = weights[t] (softmax - onehot) (OVERWRITTEN, not accumulated: other rows untouched);
+// returns the same weighted sum as cross_entropy_forward.
+double cross_entropy_forward_backward(float* dlogits, const float* logits, const int32_t* targets, const float* weights,
+                                      int64_t T, int64_t V);
 // KL(p_base || p) = sum_i p_base,i (log p_base,i - log p_i) per row, p = softmax(logits);
 // returns sum_t weights[t] KL_t and, when dlogits != nullptr, dlogits[t] += weights[t] (p - p_base).
 double kl_forward_backward(float* dlogits, const float* base_logits, const float* logits, const float* weights,

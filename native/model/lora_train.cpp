@@ -40,33 +40,57 @@ Matrix f32_matrix(const float* data, int64_t rows, int64_t cols) { return Matrix
 
 }  // namespace
 
-void lora_forward(float* y, const float* x, int64_t T, int64_t in, int64_t out, const TrainableLora& lora,
-                  const LoraTrainFactors& f, int64_t layer, Projection p, ThreadPool& pool) {
-  thread_local std::vector<float> xd_buf, mask, u;
-  const float* xd = dropped(xd_buf, mask, x, T * in, lora, layer, p);
-  u.resize(size_t(T * lora.rank));
-  linear_forward(u.data(), xd, f32_matrix(f.a, lora.rank, in), nullptr, T, pool);
-  for (float& v : u) v *= lora.scale;
-  linear_forward(y, u.data(), f32_matrix(f.b, out, lora.rank), nullptr, T, pool, /*accumulate=*/true);
+// m^T [cols][rows] of a row-major [rows][cols] f32 matrix (LoRA factors and
+// rank-sized activations only: a few KiB to a few hundred, never a base weight).
+static const float* transposed(std::vector<float>& buf, const float* b, int64_t out, int64_t r) {
+  buf.resize(size_t(out * r));
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t j = 0; j < r; ++j) buf[size_t(j * out + o)] = b[o * r + j];
+  return buf.data();
 }
 
-void lora_backward(float* dx, const float* dy, const float* x, int64_t T, int64_t in, int64_t out,
-                   const TrainableLora& lora, const LoraTrainFactors& f, int64_t layer, Projection p, ThreadPool& pool) {
-  thread_local std::vector<float> xd_buf, mask, u, du, dxd;
+// The rank-r products run on the engine's GEMMs in the shapes they are fast at:
+// u = x A^T on the forward kernel (long reduction over in), y += u B^T and
+// dx += du A on the input-gradient kernel (short reduction over r, wide outputs).
+void lora_forward(float* y, const float* x, int64_t T, int64_t in, int64_t out, const TrainableLora& lora,
+                  const LoraTrainFactors& f, int64_t layer, Projection p, ThreadPool& pool) {
+  thread_local std::vector<float> xd_buf, mask, u, bt;
   const float* xd = dropped(xd_buf, mask, x, T * in, lora, layer, p);
   const int64_t r = lora.rank;
   u.resize(size_t(T * r));
   linear_forward(u.data(), xd, f32_matrix(f.a, r, in), nullptr, T, pool);
   for (float& v : u) v *= lora.scale;
-  du.assign(size_t(T * r), 0.f);
-  linear_backward(du.data(), f.gb, nullptr, dy, u.data(), f32_matrix(f.b, out, r), T, pool);  // du = dy B
+  linear_backward(y, nullptr, nullptr, u.data(), nullptr, f32_matrix(transposed(bt, f.b, out, r), r, out), T, pool);
+}
+
+void lora_backward(float* dx, const float* dy, const float* x, int64_t T, int64_t in, int64_t out,
+                   const TrainableLora& lora, const LoraTrainFactors& f, int64_t layer, Projection p, ThreadPool& pool) {
+  thread_local std::vector<float> xd_buf, mask, u, du, dxd, bt, ut, gbt;
+  const float* xd = dropped(xd_buf, mask, x, T * in, lora, layer, p);
+  const int64_t r = lora.rank;
+  u.resize(size_t(T * r));
+  linear_forward(u.data(), xd, f32_matrix(f.a, r, in), nullptr, T, pool);
+  for (float& v : u) v *= lora.scale;
+  // gb += dy^T u, as gb^T [r][out] += u^T [r][T] . dy [T][out] on the input-gradient kernel
+  // (dy read in place as the "weight"; only the rank-sized operands are transposed).
+  if (f.gb) {
+    gbt.assign(size_t(r * out), 0.f);
+    linear_backward(gbt.data(), nullptr, nullptr, transposed(ut, u.data(), T, r), nullptr, f32_matrix(dy, T, out), r, pool);
+    for (int64_t o = 0; o < out; ++o)
+      for (int64_t j = 0; j < r; ++j) f.gb[o * r + j] += gbt[size_t(j * out + o)];
+  }
+  du.resize(size_t(T * r));
+  linear_forward(du.data(), dy, f32_matrix(transposed(bt, f.b, out, r), r, out), nullptr, T, pool);  // du = dy B
   for (float& v : du) v *= lora.scale;
+  const Matrix a = f32_matrix(f.a, r, in);
+  // ga [r][in] += du^T [r][T] . drop(x) [T][in], the same way.
+  if (f.ga) linear_backward(f.ga, nullptr, nullptr, transposed(ut, du.data(), T, r), nullptr, f32_matrix(xd, T, in), r, pool);
   if (lora.dropout <= 0.f) {
-    linear_backward(dx, f.ga, nullptr, du.data(), xd, f32_matrix(f.a, r, in), T, pool);
+    linear_backward(dx, nullptr, nullptr, du.data(), nullptr, a, T, pool);  // dx += du A
     return;
   }
   dxd.assign(size_t(T * in), 0.f);
-  linear_backward(dxd.data(), f.ga, nullptr, du.data(), xd, f32_matrix(f.a, r, in), T, pool);
+  linear_backward(dxd.data(), nullptr, nullptr, du.data(), nullptr, a, T, pool);
   for (int64_t i = 0; i < T * in; ++i) dx[i] += mask[size_t(i)] * dxd[size_t(i)];  // d drop(x)/dx = mask
 }
 

@@ -10,6 +10,18 @@ namespace {
 
 constexpr int64_t kHeadChunk = 128;  // LM-head rows per chunk: bounds the [rows][V] logits buffers
 
+// sum_t fn(t) over t < n, rows split across the pool, summed in row order (deterministic).
+template <class Fn>
+double rows_parallel(int64_t n, Fn fn) {
+  std::vector<double> part(static_cast<size_t>(n));
+  ThreadPool::global().parallel_for(n, [&](int64_t a, int64_t b) {
+    for (int64_t t = a; t < b; ++t) part[size_t(t)] = fn(t);
+  });
+  double s = 0.0;
+  for (double v : part) s += v;
+  return s;
+}
+
 }  // namespace
 
 TrainPass::TrainPass(std::shared_ptr<const Transformer> model, std::vector<int32_t> ids, TrainPassOptions opts)
@@ -91,25 +103,28 @@ const TrainPassResult& TrainPass::forward(const TrainableLora* lora) {
   if (opts_.return_logits) result_.logits.resize(size_t(T * V));
   if (ce || kl || opts_.return_logits) {
     const int64_t chunk = std::min(kHeadChunk, T);
-    std::vector<float> logits(size_t(chunk * V)), dlogits, base_logits, lse(static_cast<size_t>(chunk));
+    std::vector<float> logits(size_t(chunk * V)), dlogits, base_logits;
     for (int64_t r0 = 0; r0 < T; r0 += chunk) {
       const int64_t n = std::min(chunk, T - r0);
       linear_forward(logits.data(), xn.data() + r0 * d, w.lm_head, nullptr, n, pool);
       if (opts_.return_logits) std::copy(logits.begin(), logits.begin() + n * V, result_.logits.begin() + r0 * V);
       if (ce) {
-        result_.ce += cross_entropy_forward(lse.data(), logits.data(), opts_.targets.data() + r0,
-                                            opts_.ce_weights.data() + r0, n, V);
         dlogits.assign(size_t(n * V), 0.f);
-        cross_entropy_backward(dlogits.data(), logits.data(), lse.data(), opts_.targets.data() + r0,
-                               opts_.ce_weights.data() + r0, n, V);
+        result_.ce += rows_parallel(n, [&](int64_t t) {
+          const int32_t* y = opts_.targets.data() + r0 + t;
+          const float* wt = opts_.ce_weights.data() + r0 + t;
+          return cross_entropy_forward_backward(dlogits.data() + t * V, logits.data() + t * V, y, wt, 1, V);
+        });
         linear_backward(dxn_ce_.data() + r0 * d, nullptr, nullptr, dlogits.data(), nullptr, w.lm_head, n, pool);
       }
       if (kl) {
         base_logits.resize(size_t(n * V));
         linear_forward(base_logits.data(), xn_base.data() + r0 * d, w.lm_head, nullptr, n, pool);
         dlogits.assign(size_t(n * V), 0.f);
-        result_.kl += kl_forward_backward(dlogits.data(), base_logits.data(), logits.data(),
-                                          opts_.kl_weights.data() + r0, n, V);
+        result_.kl += rows_parallel(n, [&](int64_t t) {
+          return kl_forward_backward(dlogits.data() + t * V, base_logits.data() + t * V, logits.data() + t * V,
+                                     opts_.kl_weights.data() + r0 + t, 1, V);
+        });
         linear_backward(dxn_kl_.data() + r0 * d, nullptr, nullptr, dlogits.data(), nullptr, w.lm_head, n, pool);
       }
     }

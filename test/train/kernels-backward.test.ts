@@ -19,7 +19,7 @@ interface Ops {
   attentionBackward(dout: F32, q: F32, k: F32, v: F32, T: number, H: number, KV: number, hd: number): { dq: F32; dk: F32; dv: F32 };
   swigluBackward(dout: F32, gate: F32, up: F32): { dgate: F32; dup: F32 };
   embeddingBackward(dout: F32, ids: Int32Array, rows: number, d: number): F32;
-  crossEntropy(logits: F32, targets: Int32Array, weights: F32, T: number, V: number): { loss: number; dlogits: F32 };
+  crossEntropy(logits: F32, targets: Int32Array, weights: F32, T: number, V: number): { loss: number; dlogits: F32; fusedLoss: number; fusedDlogits: F32 };
   kl(base: F32, logits: F32, weights: F32, T: number, V: number): { loss: number; dlogits: F32 };
 }
 const ops = (native() as unknown as { testing: Ops }).testing;
@@ -178,6 +178,8 @@ test("cross-entropy and KL: losses and gradients match float64 finite difference
   const c = ops.crossEntropy(z, targets, w, T, V);
   assert.ok(Math.abs(c.loss - ce(z)[0]) < 1e-5 * Math.abs(ce(z)[0]), "CE loss");
   assert.ok(relativeError(c.dlogits, numericGrad(ce, z, [1])) < 1e-5, "CE grad");
+  assert.ok(Math.abs(c.fusedLoss - ce(z)[0]) < 1e-5 * Math.abs(ce(z)[0]), "fused CE loss");
+  assert.ok(relativeError(c.fusedDlogits, numericGrad(ce, z, [1])) < 1e-5, "fused CE grad");
   const k = ops.kl(zb, z, w, T, V);
   assert.ok(Math.abs(k.loss - kl(z)[0]) < 1e-5 * Math.abs(kl(z)[0]), "KL loss");
   assert.ok(relativeError(k.dlogits, numericGrad(kl, z, [1])) < 1e-5, "KL grad");

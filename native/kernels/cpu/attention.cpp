@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/cpu_features.h"
+#include "kernels/cpu/attention_backward_impl.h"
 #include "kernels/cpu/attention_impl.h"
 #include "kernels/ops.h"
 
@@ -62,6 +63,10 @@ void (*row_kernel(int64_t hd))(const detail::AttentionRows&) {
 
 }  // namespace
 
+namespace detail {
+void attention_backward_head_scalar(const AttentionBackwardHead& a) { attention_backward_head(a); }
+}  // namespace detail
+
 void attention_forward(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t capacity,
                        int64_t T, int64_t pos0, int64_t n_heads, int64_t n_kv_heads, int64_t hd, ThreadPool& pool) {
   const int64_t group = n_heads / n_kv_heads;
@@ -103,53 +108,22 @@ void attention_forward(float* out, const float* q, const float* k_cache, const f
 
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, int64_t T, int64_t n_heads, int64_t n_kv_heads, int64_t hd, ThreadPool& pool) {
+  void (*head)(const detail::AttentionBackwardHead&) = detail::attention_backward_head_scalar;
+#if defined(DG_X86)
+  switch (active_isa()) {
+    case Isa::Avx512: head = detail::attention_backward_head_avx512; break;
+    case Isa::Avx2: head = detail::attention_backward_head_avx2; break;
+    case Isa::Scalar: break;
+  }
+#endif
   const int64_t group = n_heads / n_kv_heads;
-  const float scale = 1.f / std::sqrt(float(hd));
-  const int64_t width = n_heads * hd;
   // One kv head per work item: its query heads are the only writers of its dk/dv.
   pool.parallel_for(n_kv_heads, [&](int64_t kv0, int64_t kv1) {
-    std::vector<float> p(static_cast<size_t>(T)), dp(static_cast<size_t>(T));
-    for (int64_t kv = kv0; kv < kv1; ++kv) {
-      const float* kh = k + kv * T * hd;
-      const float* vh = v + kv * T * hd;
-      float* dkh = dk + kv * T * hd;
-      float* dvh = dv + kv * T * hd;
-      for (int64_t h = kv * group; h < (kv + 1) * group; ++h) {
-        for (int64_t t = 0; t < T; ++t) {
-          const float* qt = q + t * width + h * hd;
-          const float* gt = dout + t * width + h * hd;
-          float* dqt = dq + t * width + h * hd;
-          const int64_t n = t + 1;
-          // Recompute this row's probabilities (cheaper than saving [H][T][T]).
-          float mx = -INFINITY;
-          for (int64_t j = 0; j < n; ++j) {
-            p[size_t(j)] = dot(qt, kh + j * hd, hd) * scale;
-            mx = std::max(mx, p[size_t(j)]);
-          }
-          float sum = 0.f;
-          for (int64_t j = 0; j < n; ++j) sum += (p[size_t(j)] = std::exp(p[size_t(j)] - mx));
-          const float inv = 1.f / sum;
-          // dP_j = dout . v_j; D = sum_j p_j dP_j; dS_j = p_j (dP_j - D); dv_j += p_j dout.
-          float D = 0.f;
-          for (int64_t j = 0; j < n; ++j) {
-            const float pj = p[size_t(j)] *= inv;
-            dp[size_t(j)] = dot(gt, vh + j * hd, hd);
-            D += pj * dp[size_t(j)];
-            float* dvj = dvh + j * hd;
-            for (int64_t i = 0; i < hd; ++i) dvj[i] += pj * gt[i];
-          }
-          for (int64_t j = 0; j < n; ++j) {
-            const float ds = p[size_t(j)] * (dp[size_t(j)] - D) * scale;
-            const float* kj = kh + j * hd;
-            float* dkj = dkh + j * hd;
-            for (int64_t i = 0; i < hd; ++i) {
-              dqt[i] += ds * kj[i];
-              dkj[i] += ds * qt[i];
-            }
-          }
-        }
-      }
-    }
+    std::vector<float> scratch(static_cast<size_t>(2 * T));
+    for (int64_t kv = kv0; kv < kv1; ++kv)
+      for (int64_t h = kv * group; h < (kv + 1) * group; ++h)
+        head({dq + h * hd, dk + kv * T * hd, dv + kv * T * hd, dout + h * hd, q + h * hd, k + kv * T * hd, v + kv * T * hd,
+              T, n_heads * hd, hd, 1.f / std::sqrt(float(hd)), scratch.data()});
   });
 }
 

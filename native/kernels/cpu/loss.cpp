@@ -36,6 +36,26 @@ void cross_entropy_backward(float* dlogits, const float* logits, const float* ls
   }
 }
 
+double cross_entropy_forward_backward(float* dlogits, const float* logits, const int32_t* targets, const float* weights,
+                                      int64_t T, int64_t V) {
+  double total = 0.0;
+  for (int64_t t = 0; t < T; ++t) {
+    if (targets[t] < 0 || weights[t] == 0.f) continue;
+    const float* z = logits + t * V;
+    float* g = dlogits + t * V;
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < V; ++i) mx = z[i] > mx ? z[i] : mx;
+    double sum = 0.0;
+    for (int64_t i = 0; i < V; ++i) sum += double(g[i] = std::exp(z[i] - mx));  // one exp per logit
+    const double lse = double(mx) + std::log(sum);
+    total += double(weights[t]) * (lse - double(z[targets[t]]));
+    const float c = float(double(weights[t]) / sum);
+    for (int64_t i = 0; i < V; ++i) g[i] *= c;
+    g[targets[t]] -= weights[t];
+  }
+  return total;
+}
+
 double kl_forward_backward(float* dlogits, const float* base_logits, const float* logits, const float* weights,
                            int64_t T, int64_t V) {
   double total = 0.0;
