@@ -11,9 +11,7 @@ export {
 export { parseModelConfig, readModelConfig, SUPPORTED_ARCHITECTURES, type ModelConfig, type Architecture } from "./model/config.js";
 export { Matrix } from "./model/tensor.js";
 export { LORA_TARGETS, type AdapterInfo, type LoraTarget } from "./model/adapter.js";
-export { DeepGuardError, ERROR_CODES, isErrorCode, type ErrorCode } from "./errors.js";
-export { AdamW, clipGradNorm, type AdamWOptions, type AdamWState } from "./train/optimizer.js";
-export { learningRate, type ScheduleOptions } from "./train/schedule.js";
+export { DeepGuardError, ERROR_CODES, isErrorCode, throwIfAborted, type ErrorCode } from "./errors.js";
 export { Dataset, changedMask, type DatasetOptions, type BatchOptions, type DroppedPairs, type PairSide, type SvenPair } from "./data/dataset.js";
 export { type InvalidLine } from "./data/sven.js";
 export { type TokenSpans } from "./model/token-offsets.js";
@@ -40,8 +38,14 @@ export {
   type TrainableGuard,
 } from "./train/trainer.js";
 export { LoraParameters, trainForward, type LoraOptions, type TrainPassOptions } from "./train/lora.js";
+export { AdamW, clipGradNorm, type AdamWOptions, type AdamWState } from "./train/optimizer.js";
+export { learningRate, type ScheduleOptions } from "./train/schedule.js";
+export { trainTokenizer, DEFAULT_SPECIAL_TOKENS, type TrainTokenizerOptions, type TrainTokenizerResult } from "./tokenizer/train.js";
+export { buildCorpus, readExclusionTexts, type BuildCorpusOptions, type CorpusManifest, type CorpusSource } from "./corpus/build.js";
+export { packCorpus, readPacked, type PackOptions, type PackResult } from "./corpus/pack.js";
 export {
   Guard,
+  GuardScorer,
   AGGREGATIONS,
   type Aggregation,
   type GuardCreateOptions,
