@@ -2,6 +2,12 @@
 #pragma once
 #include <napi.h>
 
+#include <memory>
+
+#include "model/transformer.h"
+
 namespace dg_bind {
 void InitModel(Napi::Env env, Napi::Object exports);
+// The engine behind a NativeModel object (ERR_ARGUMENT if v is not one, ERR_DISPOSED after dispose()).
+std::shared_ptr<dg::Transformer> ModelFromValue(Napi::Env env, Napi::Value v);
 }

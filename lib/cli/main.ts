@@ -5,6 +5,8 @@
  *   deepguard forward <model-dir> (--ids 1,2,3 | --text "...") [--json]
  *     (without --json: each token and its top 5 next-token predictions)
  *   deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
+ *   deepguard train <model-dir> --data <sven-train> --out <dir> [...]   (lib/cli/train.ts)
+ *   (forward and generate take --adapter <dir>: a PEFT LoRA adapter)
  *   deepguard tokenizer train --corpus <file-or-dir> --out <dir> [--vocab 8192]
  *   deepguard corpus build|pack ...
  *   deepguard probe <model-dir> --data <sven-path> --out <dir> [--folds 5] [--seed S] [--pooling mean|changed] [--max-tokens N] [--json]
@@ -21,20 +23,22 @@ import { TOKENIZER_USAGE, tokenizerCommand } from "./tokenizer.js";
 import { PROBE_USAGE, probeCommand } from "./probe.js";
 import { CHECK_USAGE, checkCommand } from "./check.js";
 import { EVAL_USAGE, evalCommand } from "./eval.js";
+import { TRAIN_USAGE, trainCommand } from "./train.js";
 import { GUARD_TRAIN_USAGE, guardCommand } from "./guard-train.js";
 import { SCAN_USAGE, scanCommand } from "./scan.js";
 
 const USAGE = `usage:
   deepguard inspect <model-dir> [--json]
-  deepguard forward <model-dir> (--ids 1,2,3 | --text "...") [--json]
-  deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
+  deepguard forward <model-dir> (--ids 1,2,3 | --text "...") [--adapter <dir>] [--json]
+  deepguard generate <model-dir> "<prompt>" [--adapter <dir>] [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
   ${TOKENIZER_USAGE}
   ${CORPUS_USAGE}
   ${PROBE_USAGE}
 ${EVAL_USAGE}
 ${CHECK_USAGE}
   ${GUARD_TRAIN_USAGE}
-  ${SCAN_USAGE}`;
+  ${SCAN_USAGE}
+  ${TRAIN_USAGE}`;
 
 class UsageError extends DeepGuardError {
   constructor(message: string) {
@@ -87,12 +91,13 @@ async function inspect(args: string[]): Promise<void> {
 async function forward(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args,
-    options: { ids: { type: "string" }, text: { type: "string" }, json: { type: "boolean" } },
+    options: { ids: { type: "string" }, text: { type: "string" }, adapter: { type: "string" }, json: { type: "boolean" } },
     allowPositionals: true,
   });
   if (positionals.length !== 1) throw new UsageError("forward takes one model directory");
   if ((values.ids === undefined) === (values.text === undefined)) throw new UsageError("forward needs exactly one of --ids or --text");
   const model = await Model.load(positionals[0]);
+  if (values.adapter !== undefined) await model.loadAdapter(values.adapter);
   const input = values.ids !== undefined ? parseIds(values.ids) : (values.text as string);
   if (values.json) {
     const out = await model.forward(input, { hiddenStates: "all" });
@@ -118,11 +123,13 @@ async function generate(args: string[]): Promise<void> {
       "top-p": { type: "string" },
       "top-k": { type: "string" },
       seed: { type: "string" },
+      adapter: { type: "string" },
     },
     allowPositionals: true,
   });
   if (positionals.length !== 2) throw new UsageError("generate takes a model directory and a prompt");
   const model = await Model.load(positionals[0]);
+  if (values.adapter !== undefined) await model.loadAdapter(values.adapter);
   const abort = new AbortController();
   process.once("SIGINT", () => abort.abort());
   const stream = model.generate(positionals[1], {
@@ -148,6 +155,7 @@ async function main(argv: string[]): Promise<number> {
     else if (command === "probe") await probeCommand(rest);
     else if (command === "eval") await evalCommand(rest, (m) => new UsageError(m));
     else if (command === "check") await checkCommand(rest, (m) => new UsageError(m));
+    else if (command === "train") await trainCommand(rest);
     else if (command === "guard") await guardCommand(rest);
     else if (command === "scan") await scanCommand(rest);
     else if (command === undefined || command === "--help" || command === "-h") {
