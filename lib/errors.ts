@@ -36,6 +36,7 @@ export const ERROR_CODES = [
   "ERR_EVAL_UNAVAILABLE", // an evaluation feature that needs a component not yet available (the guided generator)
   "ERR_SESSION_BUSY", // a session was stepped by two calls at once
   "ERR_TENSOR_SHAPE", // a tensor's shape does not fit the config
+  "ERR_TRAIN_CHECKPOINT", // a training checkpoint to resume from is missing, incomplete, corrupt or for another model
   "ERR_TOKEN_ID", // a token id is outside the vocabulary
   "ERR_TOKENIZER", // tokenizer files are invalid
   "ERR_UNSUPPORTED_DTYPE", // a dtype the engine does not implement

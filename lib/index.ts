@@ -25,6 +25,19 @@ export {
   type Pooling,
 } from "./guard/probe.js";
 export { probeSvg, probeTable, writeProbeReport } from "./guard/probe-report.js";
+export {
+  Trainer,
+  type TrainerOptions,
+  type LossWeights,
+  type FitOptions,
+  type FitResult,
+  type StepEvent,
+  type EvalEvent,
+  type StepResult,
+  type StepTerms,
+  type TrainableGuard,
+} from "./train/trainer.js";
+export { LoraParameters, trainForward, type LoraOptions, type TrainPassOptions } from "./train/lora.js";
 export { AdamW, clipGradNorm, type AdamWOptions, type AdamWState } from "./train/optimizer.js";
 export { learningRate, type ScheduleOptions } from "./train/schedule.js";
 export { trainTokenizer, DEFAULT_SPECIAL_TOKENS, type TrainTokenizerOptions, type TrainTokenizerResult } from "./tokenizer/train.js";

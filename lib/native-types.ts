@@ -104,6 +104,26 @@ export interface NativeSchedulerHandle {
   close(): void;
 }
 
+/** LoRA factors for one training pass: JS-owned f32 arrays, held by the pass until disposed. */
+export interface NativeLoraTrainSpec {
+  rank: number;
+  scale: number;
+  dropout: number;
+  seed: number;
+  factors: { layer: number; target: string; a: Float32Array; b: Float32Array; ga?: Float32Array; gb?: Float32Array }[];
+}
+
+/** A training forward's result and saved activations (bindings/lora_train_binding.cpp). */
+export interface NativeTrainPass {
+  readonly ce: number;
+  readonly kl: number;
+  readonly activationBytes: number;
+  readonly hidden: Float32Array[];
+  readonly logits?: Float32Array;
+  backward(options: { ceCoef: number; klCoef: number; dHidden?: (Float32Array | null)[] }): Promise<void>;
+  dispose(): void;
+}
+
 export interface NativeSamplingParams {
   temperature: number;
   topK: number;
@@ -127,6 +147,19 @@ export interface NativeAddon {
   /** Global L2 norm of all grads (float64), scaled in place to maxNorm when above it; resolves to the norm before. */
   clipGradients(grads: Float32Array[], maxNorm: number): Promise<number>;
   NativeScheduler: new (model: NativeModel, options: { prefillChunk: number; maxPositions: number }) => NativeSchedulerHandle;
+  trainForward(
+    model: NativeModel,
+    ids: Int32Array,
+    lora: NativeLoraTrainSpec | null,
+    options: {
+      capture: number[];
+      targets?: Int32Array;
+      ceWeights?: Float32Array;
+      klWeights?: Float32Array;
+      recompute: boolean;
+      returnLogits: boolean;
+    },
+  ): Promise<NativeTrainPass>;
   /** Guard aggregator + analyzer over every token of a batch (native/guard). */
   guardForward(
     spec: NativeGuardSpec,

@@ -5,6 +5,8 @@
  *   deepguard forward <model-dir> (--ids 1,2,3 | --text "...") [--json] [--logits all|last|none]
  *     (without --json: each token and its top 5 next-token predictions)
  *   deepguard generate <model-dir> ("<prompt>" | --ids 1,2,3) [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
+ *   deepguard train <model-dir> --data <sven-train> --out <dir> [...]   (lib/cli/train.ts)
+ *   (forward and generate take --adapter <dir>: a PEFT LoRA adapter)
  *   deepguard tokenizer train --corpus <file-or-dir> --out <dir> [--vocab 8192]
  *   deepguard corpus build|pack ...
  *   deepguard probe <model-dir> --data <sven-path> --out <dir> [--folds 5] [--seed S] [--pooling mean|changed] [--max-tokens N] [--json]
@@ -22,6 +24,7 @@ import { writeForwardJson } from "./forward-json.js";
 import { CORPUS_USAGE, corpusCommand } from "./corpus.js";
 import { TOKENIZER_USAGE, tokenizerCommand } from "./tokenizer.js";
 import { PROBE_USAGE, probeCommand } from "./probe.js";
+import { TRAIN_USAGE, trainCommand } from "./train.js";
 import { GUARD_TRAIN_USAGE, guardCommand } from "./guard-train.js";
 import { SCAN_USAGE, scanCommand } from "./scan.js";
 import { BENCH_K_USAGE, GUIDED_USAGE, benchKCommand, guidedGenerateCommand, isGuidedGenerate } from "./guided.js";
@@ -30,8 +33,8 @@ import { EVAL_USAGE, evalCommand } from "./eval.js";
 
 const USAGE = `usage:
   deepguard inspect <model-dir> [--json]
-  deepguard forward <model-dir> (--ids 1,2,3 | --text "...") [--json] [--logits all|last|none]
-  deepguard generate <model-dir> ("<prompt>" | --ids 1,2,3) [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
+  deepguard forward <model-dir> (--ids 1,2,3 | --text "...") [--adapter <dir>] [--json] [--logits all|last|none]
+  deepguard generate <model-dir> ("<prompt>" | --ids 1,2,3) [--adapter <dir>] [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
   ${TOKENIZER_USAGE}
   ${CORPUS_USAGE}
   ${PROBE_USAGE}
@@ -40,7 +43,8 @@ const USAGE = `usage:
   ${GUIDED_USAGE}
   ${BENCH_K_USAGE}
 ${EVAL_USAGE}
-${CHECK_USAGE}`;
+${CHECK_USAGE}
+  ${TRAIN_USAGE}`;
 
 class UsageError extends DeepGuardError {
   constructor(message: string) {
@@ -147,12 +151,13 @@ function logitsOption(raw: string | undefined, fallback: "all" | "last" | "none"
 }
 
 async function forward(args: string[]): Promise<void> {
-  const flags = { ids: { type: "string" }, text: { type: "string" }, json: { type: "boolean" }, logits: { type: "string" } } as const;
+  const flags = { ids: { type: "string" }, text: { type: "string" }, adapter: { type: "string" }, json: { type: "boolean" }, logits: { type: "string" } } as const;
   const { values, positionals } = parseArgs({ args: positionalsLast(args, flags), options: flags, allowPositionals: true });
   if (positionals.length !== 1) throw new UsageError("forward takes one model directory");
   if ((values.ids === undefined) === (values.text === undefined)) throw new UsageError("forward needs exactly one of --ids or --text");
   const logits = logitsOption(values.logits, "all");
   const model = await Model.load(positionals[0]);
+  if (values.adapter !== undefined) await model.loadAdapter(values.adapter);
   const input = values.ids !== undefined ? parseIds(values.ids) : (values.text as string);
   if (values.json) {
     const out = await model.forward(input, { hiddenStates: "all", logits });
@@ -184,6 +189,7 @@ async function generate(args: string[]): Promise<void> {
     "top-p": { type: "string" },
     "top-k": { type: "string" },
     seed: { type: "string" },
+    adapter: { type: "string" },
   } as const;
   const { values, positionals } = parseArgs({ args: positionalsLast(args, flags), options: flags, allowPositionals: true });
   const wanted = values.ids === undefined ? 2 : 1;
@@ -199,6 +205,7 @@ async function generate(args: string[]): Promise<void> {
   };
   const prompt = values.ids !== undefined ? parseIds(values.ids) : positionals[1];
   const model = await Model.load(positionals[0]);
+  if (values.adapter !== undefined) await model.loadAdapter(values.adapter);
   const abort = new AbortController();
   process.once("SIGINT", () => abort.abort());
   const stream = model.generate(prompt, { ...options, signal: abort.signal });
@@ -227,6 +234,7 @@ async function main(argv: string[]): Promise<number> {
     else if (command === "tokenizer") await tokenizerCommand(rest);
     else if (command === "corpus") await corpusCommand(rest);
     else if (command === "probe") await probeCommand(rest);
+    else if (command === "train") await trainCommand(rest);
     else if (command === "guard") await guardCommand(rest);
     else if (command === "scan") await scanCommand(rest);
     else if (command === "eval") await evalCommand(rest, (m) => new UsageError(m));

@@ -20,6 +20,10 @@ export interface AdapterInfo {
   alpha: number;
   /** Multiplier of B·A: alpha / r, or alpha / sqrt(r) with rsLoRA. */
   scale: number;
+  /** lora_dropout (0 when absent); used only when training. */
+  dropout: number;
+  /** use_rslora. */
+  rslora: boolean;
   targets: LoraTarget[];
   /** Layers that carry factors. */
   layers: number[];
@@ -105,6 +109,8 @@ export async function readAdapter(directory: string, config: ModelConfig): Promi
     rank: c.r,
     alpha: c.lora_alpha,
     scale: c.use_rslora ? c.lora_alpha / Math.sqrt(c.r) : c.lora_alpha / c.r,
+    dropout: c.lora_dropout ?? 0,
+    rslora: c.use_rslora ?? false,
     targets: targetsOf(where, c.target_modules),
     layers,
     baseModel: c.base_model_name_or_path ?? null,

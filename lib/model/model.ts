@@ -77,6 +77,16 @@ export interface ForwardResult extends EvalResult {
   tokens: Int32Array;
 }
 
+/** Native engines by model, for lib/train (internal: not re-exported from lib/index.ts). */
+const engines = new WeakMap<Model, NativeModel>();
+
+/** @internal The native engine behind `model` (throws ERR_DISPOSED once disposed). */
+export function engineOf(model: Model): NativeModel {
+  const e = engines.get(model);
+  if (!e) throw new DeepGuardError("ERR_ARGUMENT", "not a loaded Model");
+  return e;
+}
+
 const loadOptionsSchema = z
   .object({
     mmap: z.boolean().default(true),
@@ -117,6 +127,7 @@ export class Model {
     this.tokenizer = tokenizer;
     this.#engine = engine;
     this.#scheduler = scheduler;
+    engines.set(this, engine);
     this.info = info;
     // Generation stops at any end-of-sequence id that config.json,
     // generation_config.json or the tokenizer names.

@@ -4,6 +4,9 @@
 // registers; every reduction accumulates in f32.
 //
 // Backward passes (for LoRA training) go next to each forward in the same file.
+// Every `*_backward` ACCUMULATES into its gradient outputs (+=, as in llm.c), so
+// callers zero them first and residual branches simply add up; a nullptr
+// gradient output is skipped (frozen weights). rope_backward alone works in place.
 #pragma once
 #include <cstdint>
 
@@ -30,21 +33,26 @@ struct LinearOutput {
   bool accumulate;
 };
 void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, int64_t T, ThreadPool& pool);
-
 // Backward of y = x . W^T + b, every gradient ACCUMULATED (+=), llm.c style, so
 // callers sum contributions (base + LoRA, several uses of one input); each
 // output pointer may be nullptr to skip it:
 //   dx[T][in]   += dy[T][out] . W[out][in]      (W in any stored dtype)
 //   dw[out][in] += dy[T][out]^T . x[T][in]      (f32)
 //   db[out]     += sum_t dy[t]
-// Large T runs on the forward GEMM kernels over transposed copies; T <= 4 reads W
-// once as row axpys (memory-bound, e.g. W^T q per decode step).
+// dx: W read in its stored dtype, never transposed or copied whole: column strips of
+// dx split across the pool, each widening W block by block into a small f32 buffer
+// that register-blocked tiles of tokens stream (matmul_backward_tile.h; at T <= 4
+// each weight byte is still read once). dw: the forward GEMM over transposed dy, x.
 void linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const Matrix& w, int64_t T,
                      ThreadPool& pool);
 
 // ---- normalization (norm.cpp) -------------------------------------------------
 // y = x / sqrt(mean(x^2) + eps) * w, per row of d. y may alias x.
 void rmsnorm_forward(float* y, const float* x, const float* w, int64_t T, int64_t d, float eps);
+// With r = 1/sqrt(mean(x^2) + eps) recomputed from x (one reduction per row):
+//   dx += r (w * dy) - x r^3 sum(dy * w * x) / d;   dw += sum_t dy * x * r (dw may be nullptr).
+void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w, int64_t T, int64_t d,
+                      float eps);
 
 // ---- rotary embedding (rope.cpp) ----------------------------------------------
 // cos/sin tables [T][head_dim/2] for the given positions: angle = position *
@@ -56,6 +64,9 @@ void rope_tables(float* cos_out, float* sin_out, const double* positions, int64_
 // x1' = x1 cos - x2 sin, x2' = x2 cos + x1 sin, with x1 = first half, x2 = second half.
 void rope_forward(float* x, const float* cos_t, const float* sin_t, int64_t T, int64_t n_heads,
                   int64_t head_dim);
+// In place: dx = R^T dy (the rotation is orthogonal): g1' = g1 cos + g2 sin, g2' = g2 cos - g1 sin.
+void rope_backward(float* dx, const float* cos_t, const float* sin_t, int64_t T, int64_t n_heads,
+                   int64_t head_dim);
 
 // ---- attention (attention.cpp) ------------------------------------------------
 // Causal scaled-dot-product attention with grouped-query heads over a KV cache.
@@ -66,15 +77,44 @@ void rope_forward(float* x, const float* cos_t, const float* sin_t, int64_t T, i
 void attention_forward(float* out, const float* q, const float* k_cache, const float* v_cache,
                        int64_t capacity, int64_t T, int64_t pos0, int64_t n_heads,
                        int64_t n_kv_heads, int64_t hd, ThreadPool& pool);
+// Backward of attention_forward for a whole causal sequence (pos0 = 0, capacity = T):
+// q, dq, dout: [T][n_heads * hd]; k, v, dk, dv: [n_kv_heads][T][hd]. Probabilities are
+// recomputed per row (no [H][T][T] buffer is saved): with p = softmax(s), s_j = scale q.k_j,
+//   dv_j += p_j dout;  dS_j = p_j (dout.v_j - sum_i p_i dout.v_i);  dq += scale sum_j dS_j k_j;
+//   dk_j += scale dS_j q. Query heads of one kv head are summed into its dk/dv (GQA).
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                        const float* v, int64_t T, int64_t n_heads, int64_t n_kv_heads, int64_t hd, ThreadPool& pool);
 
 // ---- activations (activation.cpp) ---------------------------------------------
 // out[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + exp(-x)). out may alias gate.
 void swiglu_forward(float* out, const float* gate, const float* up, int64_t n);
+// dup += dout silu(g); dgate += dout up s(g) (1 + g (1 - s(g))), s = sigmoid.
+void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int64_t n);
 
 // ---- elementwise / lookup (elementwise.cpp) -----------------------------------
 void add_inplace(float* y, const float* x, int64_t n);  // y += x
 // out[t] = table[ids[t]] widened to f32. Ids must already be validated < rows.
 void embedding_forward(float* out, const int32_t* ids, int64_t T, const Matrix& table);
+// dtable[ids[t]] += dout[t] (f32 [rows][d]); ids already validated.
+void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t T, int64_t d);
+
+// ---- losses over logits [T][V] (loss.cpp) -------------------------------------
+// Cross-entropy: lse[t] = logsumexp(logits[t]) (written for every row); returns
+// sum_t weights[t] (lse[t] - logits[t][targets[t]]) over rows with targets[t] >= 0.
+double cross_entropy_forward(float* lse, const float* logits, const int32_t* targets, const float* weights, int64_t T,
+                             int64_t V);
+// dlogits[t] += weights[t] (softmax(logits[t]) - onehot(targets[t])) for rows with targets[t] >= 0.
+void cross_entropy_backward(float* dlogits, const float* logits, const float* lse, const int32_t* targets,
+                            const float* weights, int64_t T, int64_t V);
+// Both at once for rows with targets[t] >= 0 and weights[t] != 0 (one exp per logit):
+// dlogits[t] = weights[t] (softmax - onehot) (OVERWRITTEN, not accumulated: other rows untouched);
+// returns the same weighted sum as cross_entropy_forward.
+double cross_entropy_forward_backward(float* dlogits, const float* logits, const int32_t* targets, const float* weights,
+                                      int64_t T, int64_t V);
+// KL(p_base || p) = sum_i p_base,i (log p_base,i - log p_i) per row, p = softmax(logits);
+// returns sum_t weights[t] KL_t and, when dlogits != nullptr, dlogits[t] += weights[t] (p - p_base).
+double kl_forward_backward(float* dlogits, const float* base_logits, const float* logits, const float* weights,
+                           int64_t T, int64_t V);
 
 // ---- sampling (sampling.cpp) --------------------------------------------------
 struct SamplingParams {

@@ -12,4 +12,14 @@ void swiglu_forward(float* out, const float* gate, const float* up, int64_t n) {
   }
 }
 
+void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    const float s = 1.f / (1.f + std::exp(-g));
+    const float silu = g * s;
+    dup[i] += dout[i] * silu;
+    dgate[i] += dout[i] * up[i] * s * (1.f + g * (1.f - s));
+  }
+}
+
 }  // namespace dg

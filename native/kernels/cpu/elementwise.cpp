@@ -22,4 +22,12 @@ void embedding_forward(float* out, const int32_t* ids, int64_t T, const Matrix& 
   }
 }
 
+void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t T, int64_t d) {
+  for (int64_t t = 0; t < T; ++t) {
+    float* row = dtable + int64_t(ids[t]) * d;
+    const float* g = dout + t * d;
+    for (int64_t i = 0; i < d; ++i) row[i] += g[i];
+  }
+}
+
 }  // namespace dg

@@ -81,6 +81,18 @@ void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, i
   }, grain);
 }
 
+// dx[t][:] += dy[t][o] * W[o][:] for columns of strips [s0, s1) (strip width 64).
+static void linear_dx_strips_scalar(const detail::LinearDxJob& jb, int64_t s0, int64_t s1) {
+  const int64_t K = jb.cols, c0 = s0 * 64, c1 = std::min(K, s1 * 64);
+  for (int64_t o = 0; o < jb.rows; ++o) {
+    for (int64_t t = 0; t < jb.T; ++t) {
+      const float g = jb.dy[t * jb.rows + o];
+      float* dx = jb.dx + t * K;
+      for (int64_t c = c0; c < c1; ++c) dx[c] += g * load_as_f32(jb.w, jb.dtype, o * K + c);
+    }
+  }
+}
+
 void linear_forward(float* y, const float* x, const Matrix& w, const float* bias, int64_t T, ThreadPool& pool,
                     bool accumulate) {
   if (w.rows < 0 || w.cols < 0) throw Error("ERR_ARGUMENT", "linear_forward: negative dimension");
@@ -109,33 +121,6 @@ void transpose_bytes(void* dst, const void* src, int64_t rows, int64_t cols, siz
   }, std::max<int64_t>(1, 4096 / std::max<int64_t>(cols, 1)));
 }
 
-// Few tokens: dx[t] += sum_o dy[t][o] w[o] as axpys over weight rows, each
-// weight read once (a GEMV with the transposed matrix, memory-bound). Threads
-// split the input columns so no two write the same dx element.
-void linear_dx_small(float* dx, const float* dy, const Matrix& w, int64_t T, ThreadPool& pool) {
-  const int64_t out = w.rows, in = w.cols;
-  const int64_t grain = std::max<int64_t>(64, (int64_t(1) << 14) / std::max<int64_t>(out, 1));
-  pool.parallel_for((in + 15) / 16, [&](int64_t c0, int64_t c1) {
-    const int64_t i0 = c0 * 16, i1 = std::min(in, c1 * 16), n = i1 - i0;
-    float* wrow = detail::thread_scratch(n);
-    for (int64_t o = 0; o < out; ++o) {
-      const float* src;
-      if (w.dtype == DType::F32) {
-        src = reinterpret_cast<const float*>(w.row_ptr(o)) + i0;
-      } else {
-        for (int64_t i = 0; i < n; ++i) wrow[i] = load_as_f32(w.data, w.dtype, o * in + i0 + i);
-        src = wrow;
-      }
-      for (int64_t t = 0; t < T; ++t) {
-        const float g = dy[t * out + o];
-        if (g == 0.f) continue;
-        float* d = dx + t * in + i0;
-        for (int64_t i = 0; i < n; ++i) d[i] += g * src[i];
-      }
-    }
-  }, std::max<int64_t>(1, grain / 16));
-}
-
 }  // namespace
 
 void linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const Matrix& w, int64_t T,
@@ -148,16 +133,22 @@ void linear_backward(float* dx, float* dw, float* db, const float* dy, const flo
       for (int64_t o = 0; o < out; ++o) db[o] += dy[t * out + o];
   }
   if (dx) {
-    if (T <= 4) {
-      linear_dx_small(dx, dy, w, T, pool);
-    } else {
-      // dx[T][in] += dy[T][out] . (W^T)[in][out]^T: the forward GEMM on W^T.
-      std::vector<char> wt(size_t(out * in) * dtype_size(w.dtype));
-      transpose_bytes(wt.data(), w.data, out, in, dtype_size(w.dtype), pool);
-      linear_forward(dx, dy, Matrix{wt.data(), w.dtype, in, out}, nullptr, T, pool, true);
+    // Column strips of dx, W widened block by block in place (never transposed or
+    // copied whole): matmul_backward_tile.h.
+    int64_t strip = 64;
+    void (*fn)(const detail::LinearDxJob&, int64_t, int64_t) = linear_dx_strips_scalar;
+#if defined(DG_X86)
+    switch (active_isa()) {
+      case Isa::Avx512: fn = detail::linear_dx_strips_avx512; strip = detail::linear_dx_strip_avx512(); break;
+      case Isa::Avx2: fn = detail::linear_dx_strips_avx2; strip = detail::linear_dx_strip_avx2(); break;
+      case Isa::Scalar: break;
     }
+#endif
+    const detail::LinearDxJob job{dx, dy, w.data, w.dtype, out, in, T};
+    pool.parallel_for((in + strip - 1) / strip, [&](int64_t s0, int64_t s1) { fn(job, s0, s1); });
   }
   if (dw) {
+    if (!x) throw Error("ERR_ARGUMENT", "linear_backward: the weight gradient needs the input x");
     // dw[out][in] += (dy^T)[out][T] . (x^T)[in][T]^T: the forward GEMM with the
     // token axis as the reduction.
     std::vector<float> dyt(size_t(out * T)), xt(size_t(in * T));

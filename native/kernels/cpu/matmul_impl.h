@@ -33,3 +33,23 @@ void linear_rows_avx512(const LinearJob& job, int64_t r0, int64_t r1);
 float* thread_scratch(int64_t n);
 
 }  // namespace dg::detail
+
+namespace dg::detail {
+
+// One linear_backward input-gradient call: dx[T][cols] += dy[T][rows] . W[rows][cols].
+struct LinearDxJob {
+  float* dx;
+  const float* dy;
+  const void* w;
+  DType dtype;
+  int64_t rows, cols;
+  int64_t T;
+};
+
+// Column strips of width linear_dx_strip_*() starting at s0 * width, up to s1 * width (clipped to cols).
+int64_t linear_dx_strip_avx2();
+int64_t linear_dx_strip_avx512();
+void linear_dx_strips_avx2(const LinearDxJob& job, int64_t s0, int64_t s1);
+void linear_dx_strips_avx512(const LinearDxJob& job, int64_t s0, int64_t s1);
+
+}  // namespace dg::detail

@@ -25,4 +25,21 @@ void rmsnorm_forward(float* y, const float* x, const float* w, int64_t T, int64_
   }
 }
 
+void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w, int64_t T, int64_t d,
+                      float eps) {
+  for (int64_t t = 0; t < T; ++t) {
+    const float* xt = x + t * d;
+    const float* gt = dy + t * d;
+    const float r = 1.f / std::sqrt(sum_squares(xt, d) / float(d) + eps);
+    // dot = sum_i dy_i w_i x_i; dx_i = r (w_i dy_i) - x_i r^3 dot / d.
+    float dot = 0.f;
+    for (int64_t i = 0; i < d; ++i) dot += gt[i] * w[i] * xt[i];
+    const float c = dot * r * r * r / float(d);
+    float* dxt = dx + t * d;
+    for (int64_t i = 0; i < d; ++i) dxt[i] += r * w[i] * gt[i] - c * xt[i];
+    if (dw)
+      for (int64_t i = 0; i < d; ++i) dw[i] += gt[i] * xt[i] * r;
+  }
+}
+
 }  // namespace dg

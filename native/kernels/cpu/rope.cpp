@@ -34,4 +34,21 @@ void rope_forward(float* x, const float* cos_t, const float* sin_t, int64_t T, i
   }
 }
 
+void rope_backward(float* dx, const float* cos_t, const float* sin_t, int64_t T, int64_t n_heads, int64_t head_dim) {
+  const int64_t half = head_dim / 2;
+  for (int64_t t = 0; t < T; ++t) {
+    const float* c = cos_t + t * half;
+    const float* s = sin_t + t * half;
+    for (int64_t h = 0; h < n_heads; ++h) {
+      float* g1 = dx + (t * n_heads + h) * head_dim;
+      float* g2 = g1 + half;
+      for (int64_t i = 0; i < half; ++i) {  // the transposed rotation
+        const float a = g1[i], b = g2[i];
+        g1[i] = a * c[i] + b * s[i];
+        g2[i] = b * c[i] - a * s[i];
+      }
+    }
+  }
+}
+
 }  // namespace dg
