@@ -18,13 +18,14 @@
  *
  * Options: --dtype F32|BF16, --weights mmap|read (default: all combinations),
  * --prompt N (512), --tokens N (256), --repeats N (3), --shape 100m|1.5b (the
- * latter has Qwen2.5-Coder-1.5B's dimensions; results go to decode-1.5b.json). Cache: DEEPGUARD_BENCH_CACHE, default
- * ~/.cache/deepguard/bench. Writes benchmarks/results/decode.json.
+ * latter has Qwen2.5-Coder-1.5B's dimensions; results go to decode-1.5b.json), --out FILE. Cache: DEEPGUARD_BENCH_CACHE, default
+ * ~/.cache/deepguard/bench. Writes benchmarks/out/decode.json (git-ignored, so a run never
+ * dirties the checkout); the recorded results were written with --out benchmarks/results/decode.json.
  */
 import { execFileSync } from "node:child_process";
 import { mkdir, rename, writeFile } from "node:fs/promises";
 import { cpus, homedir } from "node:os";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Model } from "../lib/index.js";
@@ -141,6 +142,7 @@ async function main(): Promise<void> {
       tokens: { type: "string", default: "256" },
       repeats: { type: "string", default: "3" },
       shape: { type: "string", default: "100m" },
+      out: { type: "string" },
       child: { type: "boolean" },
     },
   });
@@ -208,8 +210,9 @@ async function main(): Promise<void> {
     runs,
   };
   const file = shapeName === "100m" ? "decode.json" : `decode-${shapeName}.json`;
-  await writeAtomic(join(repoRoot, "benchmarks", "results", file), JSON.stringify(report, null, 2) + "\n");
-  console.log(`\nwrote benchmarks/results/${file}`);
+  const out = resolve(values.out ?? join(repoRoot, "benchmarks", "out", file));
+  await writeAtomic(out, JSON.stringify(report, null, 2) + "\n");
+  console.log(`\nwrote ${out}`);
 }
 
 await main();

@@ -2,7 +2,9 @@
 #pragma once
 #include <napi.h>
 
+#include <cmath>
 #include <string>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -20,16 +22,72 @@ inline Napi::Object ArgObject(const Napi::CallbackInfo& info, size_t i, const ch
   return info[i].As<Napi::Object>();
 }
 
-inline double NumberField(const Napi::Object& o, const char* key) {
-  Napi::Value v = o.Get(key);
-  if (!v.IsNumber()) ThrowCoded(o.Env(), "ERR_ARGUMENT", std::string("field ") + key + " must be a number");
-  return v.As<Napi::Number>().DoubleValue();
+// The largest integer a JavaScript number holds exactly (2^53 - 1).
+constexpr int64_t kMaxSafeInteger = 9007199254740991LL;
+
+// A finite number; `what` names the argument or field in the error.
+inline double ToFinite(Napi::Env env, const Napi::Value& v, const std::string& what) {
+  if (!v.IsNumber()) ThrowCoded(env, "ERR_ARGUMENT", what + " must be a number");
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(d)) ThrowCoded(env, "ERR_ARGUMENT", what + " must be a finite number");
+  return d;
 }
 
-inline int64_t IntField(const Napi::Object& o, const char* key) {
-  double d = NumberField(o, key);
-  if (d != double(int64_t(d))) ThrowCoded(o.Env(), "ERR_ARGUMENT", std::string("field ") + key + " must be an integer");
+// An integer in [lo, hi], checked before any conversion (a double outside
+// int64's range, or NaN, must never reach a cast: that is undefined behaviour).
+inline int64_t ToInt(Napi::Env env, const Napi::Value& v, const std::string& what, int64_t lo = -kMaxSafeInteger,
+                     int64_t hi = kMaxSafeInteger) {
+  const double d = ToFinite(env, v, what);
+  if (d != std::floor(d) || d < double(lo) || d > double(hi))
+    ThrowCoded(env, "ERR_ARGUMENT", what + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
   return int64_t(d);
+}
+
+inline bool ToBool(Napi::Env env, const Napi::Value& v, const std::string& what) {
+  if (!v.IsBoolean()) ThrowCoded(env, "ERR_ARGUMENT", what + " must be a boolean");
+  return v.As<Napi::Boolean>().Value();
+}
+
+// The typed array's elements; rejects other types and detached buffers.
+template <typename TA>
+inline TA ToTypedArray(Napi::Env env, const Napi::Value& v, napi_typedarray_type type, const std::string& what,
+                       const char* type_name) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
+    ThrowCoded(env, "ERR_ARGUMENT", what + " must be a " + type_name);
+  TA a = v.As<TA>();
+  bool detached = false;
+  if (napi_is_detached_arraybuffer(env, a.ArrayBuffer(), &detached) != napi_ok || detached)
+    ThrowCoded(env, "ERR_ARGUMENT", what + " is a view of a detached ArrayBuffer");
+  return a;
+}
+inline Napi::Float32Array ToFloat32Array(Napi::Env env, const Napi::Value& v, const std::string& what) {
+  return ToTypedArray<Napi::Float32Array>(env, v, napi_float32_array, what, "Float32Array");
+}
+inline Napi::Int32Array ToInt32Array(Napi::Env env, const Napi::Value& v, const std::string& what) {
+  return ToTypedArray<Napi::Int32Array>(env, v, napi_int32_array, what, "Int32Array");
+}
+
+// An array of integers in [lo, hi], at most max_len of them.
+inline std::vector<int32_t> ToIntList(Napi::Env env, const Napi::Value& v, const std::string& what, int32_t lo,
+                                      int32_t hi, uint32_t max_len = 1u << 24) {
+  if (!v.IsArray()) ThrowCoded(env, "ERR_ARGUMENT", what + " must be an array of integers");
+  Napi::Array a = v.As<Napi::Array>();
+  if (a.Length() > max_len) ThrowCoded(env, "ERR_ARGUMENT", what + " has more than " + std::to_string(max_len) + " entries");
+  std::vector<int32_t> out;
+  out.reserve(a.Length());
+  for (uint32_t i = 0; i < a.Length(); ++i)
+    out.push_back(int32_t(ToInt(env, a.Get(i), what + "[" + std::to_string(i) + "]", lo, hi)));
+  return out;
+}
+
+inline double NumberField(const Napi::Object& o, const char* key) {
+  return ToFinite(o.Env(), o.Get(key), std::string("field ") + key);
+}
+
+// An integer field in [lo, hi] (by default any integer a JS number holds exactly).
+inline int64_t IntField(const Napi::Object& o, const char* key, int64_t lo = -kMaxSafeInteger,
+                        int64_t hi = kMaxSafeInteger) {
+  return ToInt(o.Env(), o.Get(key), std::string("field ") + key, lo, hi);
 }
 
 inline bool BoolField(const Napi::Object& o, const char* key) {

@@ -42,13 +42,15 @@ std::vector<dg::TensorRef> ParseTensors(Napi::Env env, const Napi::Array& ta) {
     Napi::Object t = ta.Get(i).As<Napi::Object>();
     dg::TensorRef r;
     r.name = StringField(t, "name");
-    r.file = int32_t(IntField(t, "file"));
-    r.offset = uint64_t(IntField(t, "offset"));
-    r.length = uint64_t(IntField(t, "length"));
+    r.file = int32_t(IntField(t, "file", 0, INT32_MAX));
+    r.offset = uint64_t(IntField(t, "offset", 0, kMaxSafeInteger));
+    r.length = uint64_t(IntField(t, "length", 0, kMaxSafeInteger));
     Napi::Value shape = t.Get("shape");
     if (!shape.IsArray()) ThrowCoded(env, "ERR_ARGUMENT", r.name + ": shape must be an array");
     Napi::Array sa = shape.As<Napi::Array>();
-    for (uint32_t j = 0; j < sa.Length(); ++j) r.shape.push_back(sa.Get(j).As<Napi::Number>().Int64Value());
+    if (sa.Length() > 8) ThrowCoded(env, "ERR_ARGUMENT", r.name + ": shape has more than 8 dimensions");
+    for (uint32_t j = 0; j < sa.Length(); ++j)
+      r.shape.push_back(ToInt(env, sa.Get(j), r.name + ": shape[" + std::to_string(j) + "]", 0, kMaxSafeInteger));
     // Tensors the model does not use may have any dtype; bound ones are checked at load.
     const std::string dtype = StringField(t, "dtype");
     if (!ParseDType(dtype, &r.dtype)) r.unsupported_dtype = dtype;
@@ -59,21 +61,23 @@ std::vector<dg::TensorRef> ParseTensors(Napi::Env env, const Napi::Array& ta) {
 
 dg::ModelConfig ParseConfig(const Napi::Object& o) {
   dg::ModelConfig c;
-  c.hidden = IntField(o, "hiddenSize");
-  c.n_layers = IntField(o, "numLayers");
-  c.n_heads = IntField(o, "numHeads");
-  c.n_kv_heads = IntField(o, "numKvHeads");
-  c.head_dim = IntField(o, "headDim");
-  c.intermediate = IntField(o, "intermediateSize");
-  c.vocab = IntField(o, "vocabSize");
+  // Bounds far beyond any real model, so products of two of them fit in int64
+  // and a hostile config cannot make a size computation wrap.
+  constexpr int64_t kDim = int64_t(1) << 20;
+  c.hidden = IntField(o, "hiddenSize", 1, kDim);
+  c.n_layers = IntField(o, "numLayers", 1, 4096);
+  c.n_heads = IntField(o, "numHeads", 1, 4096);
+  c.n_kv_heads = IntField(o, "numKvHeads", 1, 4096);
+  c.head_dim = IntField(o, "headDim", 1, 4096);
+  c.intermediate = IntField(o, "intermediateSize", 1, kDim);
+  c.vocab = IntField(o, "vocabSize", 1, INT32_MAX);
   c.rms_eps = float(NumberField(o, "rmsNormEps"));
   Napi::Value inv_freq = o.Get("ropeInvFreq");
   if (!inv_freq.IsArray()) ThrowCoded(o.Env(), "ERR_ARGUMENT", "field ropeInvFreq must be an array of numbers");
   Napi::Array fa = inv_freq.As<Napi::Array>();
-  for (uint32_t i = 0; i < fa.Length(); ++i) {
-    if (!fa.Get(i).IsNumber()) ThrowCoded(o.Env(), "ERR_ARGUMENT", "field ropeInvFreq must be an array of numbers");
-    c.rope_inv_freq.push_back(float(fa.Get(i).As<Napi::Number>().DoubleValue()));
-  }
+  if (fa.Length() > 4096) ThrowCoded(o.Env(), "ERR_ARGUMENT", "field ropeInvFreq has more than 4096 entries");
+  for (uint32_t i = 0; i < fa.Length(); ++i)
+    c.rope_inv_freq.push_back(float(ToFinite(o.Env(), fa.Get(i), "field ropeInvFreq[" + std::to_string(i) + "]")));
   c.tie_embeddings = BoolField(o, "tieWordEmbeddings");
   c.qkv_bias = BoolField(o, "qkvBias");
   c.o_bias = BoolField(o, "oBias");
@@ -133,52 +137,16 @@ class NativeSession : public Napi::ObjectWrap<NativeSession> {
     return Napi::Number::New(info.Env(), session ? double(session->cache_bytes()) : 0.0);
   }
   void Truncate(const Napi::CallbackInfo& info) {
-    if (info.Length() < 1 || !info[0].IsNumber()) ThrowCoded(info.Env(), "ERR_ARGUMENT", "truncate(n) needs a number");
+    const int64_t n = ToInt(info.Env(), info.Length() > 0 ? info[0] : info.Env().Undefined(), "truncate(n): n", 0,
+                            kMaxSafeInteger);
     const auto& s = get(info.Env());
-    Guarded(info.Env(), [&] { s->truncate(info[0].As<Napi::Number>().Int64Value()); });
+    Guarded(info.Env(), [&] { s->truncate(n); });
   }
   // Frees the KV cache now rather than at garbage collection; a step still in
   // flight keeps its own reference and finishes normally.
   void Dispose(const Napi::CallbackInfo&) { session.reset(); }
 };
 Napi::FunctionReference NativeSession::ctor;
-
-class StepWorker : public CodedWorker {
- public:
-  StepWorker(Napi::Env env, std::shared_ptr<Transformer> model) : CodedWorker(env), model_(std::move(model)) {}
-
-  std::vector<std::shared_ptr<Session>> sessions;
-  std::vector<std::vector<int32_t>> tokens;
-  dg::StepOptions opts;
-
- protected:
-  void Compute() override {
-    std::vector<dg::StepSegment> segs;
-    for (size_t i = 0; i < sessions.size(); ++i)
-      segs.push_back({sessions[i].get(), tokens[i].data(), int64_t(tokens[i].size())});
-    out_ = model_->step(segs, opts);
-  }
-  Napi::Value Result(Napi::Env env) override {
-    Napi::Array logits = Napi::Array::New(env, out_.size()), hidden = Napi::Array::New(env, out_.size());
-    for (size_t i = 0; i < out_.size(); ++i) {
-      logits.Set(uint32_t(i), ToFloat32Array(env, out_[i].logits));
-      hidden.Set(uint32_t(i), ToFloat32Array(env, out_[i].hidden));
-    }
-    Napi::Object r = Napi::Object::New(env);
-    r.Set("logits", logits);
-    r.Set("hidden", hidden);
-    return r;
-  }
-
- private:
-  static Napi::Float32Array ToFloat32Array(Napi::Env env, const std::vector<float>& v) {
-    Napi::Float32Array a = Napi::Float32Array::New(env, v.size());
-    if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * sizeof(float));
-    return a;
-  }
-  std::shared_ptr<Transformer> model_;
-  std::vector<dg::SegmentOutput> out_;
-};
 
 class AdapterWorker : public CodedWorker {
  public:
@@ -206,7 +174,6 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "NativeModel",
                        {InstanceMethod<&NativeModel::CreateSession>("createSession"),
-                        InstanceMethod<&NativeModel::Step>("step"),
                         InstanceMethod<&NativeModel::LoadAdapter>("loadAdapter"),
                         InstanceMethod<&NativeModel::UnloadAdapter>("unloadAdapter"),
                         InstanceMethod<&NativeModel::Info>("info"),
@@ -234,49 +201,6 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     return obj;
   }
 
-  // step(sessions: NativeSession[], tokens: Int32Array[], { logits: "none"|"last"|"all", capture: number[] })
-  Napi::Value Step(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (info.Length() < 3 || !info[0].IsArray() || !info[1].IsArray() || !info[2].IsObject())
-      ThrowCoded(env, "ERR_ARGUMENT", "step(sessions[], tokens[], options) expects two arrays and an object");
-    Napi::Array ss = info[0].As<Napi::Array>(), ts = info[1].As<Napi::Array>();
-    if (ss.Length() != ts.Length()) ThrowCoded(env, "ERR_ARGUMENT", "step: one token array per session");
-    auto* w = new StepWorker(env, get(env));
-    std::unique_ptr<StepWorker> guard(w);
-    for (uint32_t i = 0; i < ss.Length(); ++i) {
-      Napi::Value sv = ss.Get(i), tv = ts.Get(i);
-      if (!sv.IsObject() || !sv.As<Napi::Object>().InstanceOf(NativeSession::ctor.Value()))
-        ThrowCoded(env, "ERR_ARGUMENT", "step: sessions[" + std::to_string(i) + "] is not a NativeSession");
-      if (!tv.IsTypedArray() || tv.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-        ThrowCoded(env, "ERR_ARGUMENT", "step: tokens[" + std::to_string(i) + "] must be an Int32Array");
-      Napi::Int32Array arr = tv.As<Napi::Int32Array>();
-      w->sessions.push_back(NativeSession::Unwrap(sv.As<Napi::Object>())->get(env));
-      w->tokens.emplace_back(arr.Data(), arr.Data() + arr.ElementLength());
-    }
-    Napi::Object o = info[2].As<Napi::Object>();
-    const std::string mode = StringField(o, "logits");
-    if (mode == "none") w->opts.logits = dg::LogitsMode::None;
-    else if (mode == "last") w->opts.logits = dg::LogitsMode::Last;
-    else if (mode == "all") w->opts.logits = dg::LogitsMode::All;
-    else ThrowCoded(env, "ERR_ARGUMENT", "step: logits must be \"none\", \"last\" or \"all\"");
-    Napi::Value adapter = o.Get("adapter");
-    if (!adapter.IsUndefined()) {
-      if (!adapter.IsBoolean()) ThrowCoded(env, "ERR_ARGUMENT", "step: adapter must be a boolean");
-      w->opts.use_adapter = adapter.As<Napi::Boolean>().Value();
-    }
-    Napi::Value cap = o.Get("capture");
-    if (!cap.IsArray()) ThrowCoded(env, "ERR_ARGUMENT", "step: capture must be an array of layer indices");
-    Napi::Array ca = cap.As<Napi::Array>();
-    for (uint32_t i = 0; i < ca.Length(); ++i) {
-      Napi::Value v = ca.Get(i);
-      if (!v.IsNumber()) ThrowCoded(env, "ERR_ARGUMENT", "step: capture entries must be integers");
-      w->opts.capture.push_back(v.As<Napi::Number>().Int32Value());
-    }
-    Napi::Promise p = w->Promise();
-    guard.release()->Queue();
-    return p;
-  }
-
   // loadAdapter({rank, scale, targets: string[], layers: number[]}, files, tensors) -> Promise<void>
   Napi::Value LoadAdapter(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -284,7 +208,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     if (info.Length() < 3 || !info[1].IsArray() || !info[2].IsArray())
       ThrowCoded(env, "ERR_ARGUMENT", "loadAdapter(spec, files[], tensors[])");
     dg::LoraSpec spec;
-    spec.rank = IntField(o, "rank");
+    spec.rank = IntField(o, "rank", 1, 1 << 16);
     spec.scale = float(NumberField(o, "scale"));
     Napi::Value targets = o.Get("targets"), layers = o.Get("layers");
     if (!targets.IsArray() || !layers.IsArray()) ThrowCoded(env, "ERR_ARGUMENT", "adapter spec needs targets[] and layers[]");
@@ -294,7 +218,10 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       spec.targets.push_back(p);
     }
     Napi::Array la = layers.As<Napi::Array>();
-    for (uint32_t i = 0; i < la.Length(); ++i) spec.layers.push_back(la.Get(i).As<Napi::Number>().Int64Value());
+    const int64_t n_layers = get(env)->config().n_layers;
+    if (la.Length() > uint32_t(n_layers)) ThrowCoded(env, "ERR_ADAPTER", "adapter spec names more layers than the model has");
+    for (uint32_t i = 0; i < la.Length(); ++i)
+      spec.layers.push_back(ToInt(env, la.Get(i), "adapter layers[" + std::to_string(i) + "]", 0, n_layers - 1));
     auto* w = new AdapterWorker(env, get(env), std::move(spec), ParseStrings(env, info[1].As<Napi::Array>(), "files"),
                                 ParseTensors(env, info[2].As<Napi::Array>()));
     Napi::Promise p = w->Promise();
@@ -341,12 +268,18 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-std::shared_ptr<dg::Transformer> ModelFromValue(Napi::Env env, Napi::Value v) {
+std::shared_ptr<dg::Transformer> UnwrapModel(Napi::Env env, const Napi::Value& v, const char* what) {
   if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(NativeModel::ctor.Value()))
-    ThrowCoded(env, "ERR_ARGUMENT", "expected a NativeModel");
-  std::shared_ptr<dg::Transformer> m = NativeModel::Unwrap(v.As<Napi::Object>())->model;
+    ThrowCoded(env, "ERR_ARGUMENT", std::string(what) + " is not a NativeModel");
+  const std::shared_ptr<Transformer>& m = NativeModel::Unwrap(v.As<Napi::Object>())->model;
   if (!m) ThrowCoded(env, "ERR_DISPOSED", "this model has been disposed");
   return m;
+}
+
+std::shared_ptr<dg::Session> UnwrapSession(Napi::Env env, const Napi::Value& v, const std::string& what) {
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(NativeSession::ctor.Value()))
+    ThrowCoded(env, "ERR_ARGUMENT", what + " is not a NativeSession");
+  return NativeSession::Unwrap(v.As<Napi::Object>())->get(env);
 }
 
 void InitModel(Napi::Env env, Napi::Object exports) {

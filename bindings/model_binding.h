@@ -3,11 +3,17 @@
 #include <napi.h>
 
 #include <memory>
+#include <string>
 
-#include "model/transformer.h"
+namespace dg {
+class Transformer;
+class Session;
+}  // namespace dg
 
 namespace dg_bind {
 void InitModel(Napi::Env env, Napi::Object exports);
-// The engine behind a NativeModel object (ERR_ARGUMENT if v is not one, ERR_DISPOSED after dispose()).
-std::shared_ptr<dg::Transformer> ModelFromValue(Napi::Env env, Napi::Value v);
-}
+// The live engine behind a NativeModel / NativeSession (ERR_ARGUMENT for other
+// values, ERR_DISPOSED after dispose()).
+std::shared_ptr<dg::Transformer> UnwrapModel(Napi::Env env, const Napi::Value& v, const char* what);
+std::shared_ptr<dg::Session> UnwrapSession(Napi::Env env, const Napi::Value& v, const std::string& what);
+}  // namespace dg_bind

@@ -9,11 +9,14 @@ export const ERROR_CODES = [
   "ERR_ADAPTER", // a LoRA adapter directory is invalid or does not fit the model
   "ERR_ARGUMENT", // a function argument or option is invalid
   "ERR_CHECKPOINT", // a checkpoint directory is invalid or inconsistent
+  "ERR_CHECKPOINT_CHANGED", // a memory-mapped checkpoint file changed size on disk while the model was loaded
   "ERR_CONFIG", // config.json is invalid
+  "ERR_CONTEXT_LENGTH", // a sequence would exceed max_position_embeddings (see Model.load's allowLongContext)
   "ERR_DISPOSED", // the model or session was disposed
   "ERR_DATASET", // a dataset file or line is unreadable or invalid (the message names file, line and field)
   "ERR_DATASET_EMPTY", // a dataset holds no usable records (after validation, filters and maxTokens)
   "ERR_DTYPE", // a tensor's dtype is wrong for its use
+  "ERR_ENV", // a DEEPGUARD_* environment variable is invalid
   "ERR_FILE_OPEN", // a file cannot be opened or mapped
   "ERR_FILE_WRITE", // an output file cannot be written (nothing half-written is left)
   "ERR_GUARD_FILE", // a guard folder's guard.json / guard.safetensors is missing, corrupt or inconsistent
@@ -23,6 +26,7 @@ export const ERROR_CODES = [
   "ERR_NATIVE", // an unexpected native failure (a bug: please report it)
   "ERR_NATIVE_LOAD", // the native addon cannot be loaded
   "ERR_NO_TOKENIZER", // a text API was called on a model without tokenizer.json
+  "ERR_NON_FINITE", // logits to sample from hold NaN or +Infinity, or are all -Infinity
   "ERR_OUT_OF_MEMORY", // an allocation failed
   "ERR_PARSE_ARGS_UNKNOWN_OPTION", // CLI: an unknown flag
   "ERR_SAFETENSORS", // a safetensors file is malformed

@@ -66,3 +66,6 @@ export {
 } from "./guard/guard.js";
 export { type GuardFitOptions, type GuardFitResult, type GuardStepInfo, type GuardEpochInfo, type GuardValidation } from "./guard/fit.js";
 export { type ModelIdentity } from "./guard/identity.js";
+export { Sampler, sampleToken } from "./generate/sampler.js";
+export { type StepHook, type StepState, type StepDecision } from "./serve/hook.js";
+export { type SchedulerStats } from "./serve/scheduler.js";

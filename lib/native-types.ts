@@ -33,18 +33,8 @@ export interface NativeSession {
   dispose(): void;
 }
 
-export interface NativeStepResult {
-  logits: Float32Array[];
-  hidden: Float32Array[];
-}
-
 export interface NativeModel {
   createSession(): NativeSession;
-  step(
-    sessions: NativeSession[],
-    tokens: Int32Array[],
-    options: { logits: "none" | "last" | "all"; capture: number[]; adapter?: boolean },
-  ): Promise<NativeStepResult>;
   info(): { parameterCount: number; mappedBytes: number };
   loadAdapter(
     spec: { rank: number; scale: number; targets: string[]; layers: number[] },
@@ -75,6 +65,54 @@ export interface NativeTrainPass {
   dispose(): void;
 }
 
+/** One request to the serving scheduler (bindings/serve_binding.cpp). */
+export interface NativeServeRequest {
+  kind: "eval" | "generate";
+  session: NativeSession;
+  tokens: Int32Array;
+  /** Hidden-state indices in [0, L], ascending, unique. */
+  capture: number[];
+  adapter?: boolean;
+  // eval
+  logits?: "none" | "last" | "all";
+  // generate
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  seed?: number;
+  maxTokens?: number;
+  stopIds?: number[];
+  logitBias?: Float32Array | null;
+  stepwise?: boolean;
+}
+
+/** What the scheduler reports about a request after an iteration. */
+export interface NativeServeEvent {
+  id: number;
+  /** generate: tokens sampled in this iteration. */
+  tokens: number[];
+  /** Tokens fed to the model in this iteration (eval: all of them, when done). */
+  fed: number;
+  /** [capture][fed][hidden] */
+  hidden: Float32Array;
+  /** eval, when done: [rows][vocab] */
+  logits: Float32Array;
+  /** stepwise generate: logits are ready; the sequence waits for resume(). */
+  awaiting: boolean;
+  done: boolean;
+  finishReason?: "maxTokens" | "eos";
+  code?: string;
+  message?: string;
+}
+
+export interface NativeSchedulerHandle {
+  submit(requests: NativeServeRequest[], onEvent: (ev: NativeServeEvent) => void): number[];
+  cancel(id: number): void;
+  resume(id: number, bias?: Float32Array | null): void;
+  stats(): { active: number; iterations: number; maxBatchRows: number; prefillChunk: number };
+  close(): void;
+}
+
 export interface NativeSamplingParams {
   temperature: number;
   topK: number;
@@ -88,7 +126,7 @@ export interface NativeAddon {
     tensors: NativeTensorRef[],
     options: { mmap: boolean },
   ): Promise<NativeModel>;
-  sampleToken(logits: Float32Array, params: Partial<NativeSamplingParams>, u: number): number;
+  sampleToken(logits: Float32Array, params: Partial<NativeSamplingParams>, u: number, logitBias?: Float32Array): number;
   measureBandwidth(bytes: number, repeats: number): Promise<{ readGBps: number; copyGBps: number }>;
   /** One AdamW update of every tensor (lib/train/optimizer.ts). */
   adamwStep(
@@ -127,6 +165,7 @@ export interface NativeAddon {
     tape: NativeGuardTape,
     dTokens: Float32Array[],
   ): Promise<Float32Array[][]>;
+  NativeScheduler: new (model: NativeModel, options: { prefillChunk: number; maxPositions: number }) => NativeSchedulerHandle;
   systemInfo(): { isa: string; bestIsa: string; threads: number; avx2: boolean; avx512f: boolean; avx512bf16: boolean };
 }
 

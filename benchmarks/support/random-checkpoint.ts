@@ -20,6 +20,8 @@ export interface BenchShape {
 export const BENCH_SHAPES = {
   /** ~98M parameters: the default, quick to create and run. */
   "100m": { hidden: 768, layers: 12, heads: 12, kvHeads: 2, intermediate: 2048, vocab: 32000 },
+  /** Qwen2.5-Coder-0.5B's dimensions (~494M parameters, ~1 GB in BF16). */
+  "0.5b": { hidden: 896, layers: 24, heads: 14, kvHeads: 2, intermediate: 4864, vocab: 151936 },
   /** Qwen2.5-Coder-1.5B's dimensions (~1.54B parameters, ~3.1 GB in BF16). */
   "1.5b": { hidden: 1536, layers: 28, heads: 12, kvHeads: 2, intermediate: 8960, vocab: 151936 },
 } satisfies Record<string, BenchShape>;

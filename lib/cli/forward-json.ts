@@ -1,5 +1,6 @@
 /**
- * Writes {"logits": [seq][vocab], "hiddenStates": [L+1][seq][hidden]} as JSON, row
+ * Writes {"logits": [rows][vocab], "hiddenStates": [L+1][seq][hidden]} as JSON, row
+ * (rows: every token, the last one, or none, as --logits chose)
  * by row, so a long sequence never builds one giant string. Values are the full
  * f32 values (shortest round-trip decimal), as JSON.stringify prints them.
  */

@@ -3,11 +3,13 @@
  * top-k, top-p, seeded), stop strings, EOS, max tokens and AbortSignal.
  */
 import { z } from "zod";
-import { native } from "../native.js";
+import { DeepGuardError } from "../errors.js";
 import { parseOptions, signalSchema } from "../validate.js";
-import { Random } from "../random.js";
-import type { EvalResult, ModelSession } from "../model/session.js";
+import { resolveHiddenStates, type ModelSession } from "../model/session.js";
+import { Matrix } from "../model/tensor.js";
 import type { Tokenizer } from "../model/tokenizer.js";
+import { stepHookSchema, type StepHook } from "../serve/hook.js";
+import { abortError, Scheduler } from "../serve/scheduler.js";
 
 export interface SamplingOptions {
   /** 0 (default) = greedy. */
@@ -28,6 +30,8 @@ export interface GenerateOptions extends SamplingOptions {
   /** Stop at the model's end-of-sequence token (default true). */
   stopOnEos?: boolean;
   signal?: AbortSignal;
+  /** The per-step hook: captured hidden states, a logit bias, a callback before each sample (lib/serve/hook.ts). */
+  hook?: StepHook;
 }
 
 export interface GenerationChunk {
@@ -56,14 +60,20 @@ const generateOptionsSchema = z
     stopStrings: z.array(z.string().min(1)).default([]),
     stopOnEos: z.boolean().default(true),
     signal: signalSchema,
+    hook: stepHookSchema.optional(),
   })
   .strict();
 
-export type ResolvedGenerateOptions = z.output<typeof generateOptionsSchema> & { seed: number };
+export type ResolvedGenerateOptions = z.output<typeof generateOptionsSchema> & {
+  seed: number;
+  /** maxTokens was left to its default (it may then be lowered to fit the context). */
+  defaultMaxTokens: boolean;
+};
 
 export function resolveGenerateOptions(options: GenerateOptions | undefined): ResolvedGenerateOptions {
   const parsed = parseOptions(generateOptionsSchema, options, "generate");
-  return { ...parsed, seed: parsed.seed ?? Math.floor(Math.random() * 2 ** 32) };
+  const defaultMaxTokens = (options as GenerateOptions | undefined)?.maxTokens === undefined;
+  return { ...parsed, seed: parsed.seed ?? Math.floor(Math.random() * 2 ** 32), defaultMaxTokens };
 }
 
 /**
@@ -149,61 +159,133 @@ class StopMatcher {
   }
 }
 
-const PREFILL_CHUNK = 512;
 /** Prompt tokens the text stream decodes along with the generated ones (see TextStream). */
 const TEXT_CONTEXT = 4;
 
+/** What generateTokens needs of the model. */
+export interface GenerationContext {
+  scheduler: Scheduler;
+  tokenizer: Tokenizer | null;
+  eosTokenIds: ReadonlySet<number>;
+  numLayers: number;
+  hiddenSize: number;
+  vocabSize: number;
+}
+
 /**
- * Prefills `prompt` into `session` and samples up to maxTokens new tokens,
- * yielding text as it becomes final. Returns the full result.
+ * Runs `prompt` through the model's scheduler on `session` (which the
+ * generation owns: its KV cache is freed when it ends) and yields text as it
+ * becomes final. Prefill, decoding and sampling all happen natively; stop
+ * strings and text are handled here. Returns the full result.
  */
 export async function* generateTokens(
+  ctx: GenerationContext,
   session: ModelSession,
   prompt: Int32Array,
-  tokenizer: Tokenizer | null,
-  eosTokenIds: ReadonlySet<number>,
   opts: ResolvedGenerateOptions,
 ): AsyncGenerator<GenerationChunk, GenerationResult> {
-  const { signal } = opts;
-  const rng = new Random(opts.seed);
-  const params = { temperature: opts.temperature, topK: opts.topK, topP: opts.topP };
+  const { signal, hook } = opts;
+  const { tokenizer } = ctx;
+  if (signal?.aborted) throw abortError(signal, "generate");
+  const capture = resolveHiddenStates(hook?.hiddenStates, ctx.numLayers);
+  if (hook?.logitBias && hook.logitBias.length !== ctx.vocabSize) {
+    throw new DeepGuardError("ERR_ARGUMENT", `generate option "hook.logitBias": needs ${ctx.vocabSize} entries (the vocabulary), got ${hook.logitBias.length}`);
+  }
   const text = tokenizer ? new TextStream(tokenizer, Array.from(prompt.subarray(-TEXT_CONTEXT))) : null;
   const stops = new StopMatcher(opts.stopStrings);
   const tokens: number[] = [];
   let out = "";
   let finishReason: FinishReason = "maxTokens";
 
-  // Prefill in chunks so that an abort takes effect between them on long prompts.
-  let step!: EvalResult;
-  for (let i = 0; i < prompt.length; i += PREFILL_CHUNK) {
-    const last = i + PREFILL_CHUNK >= prompt.length;
-    step = await session.eval(prompt.subarray(i, i + PREFILL_CHUNK), { logits: last ? "last" : "none", signal });
+  const { id, stream } = ctx.scheduler.generate({
+    kind: "generate",
+    session: session.native,
+    tokens: prompt,
+    capture,
+    temperature: opts.temperature,
+    topK: opts.topK,
+    topP: opts.topP,
+    seed: opts.seed,
+    maxTokens: opts.maxTokens,
+    stopIds: opts.stopOnEos ? [...ctx.eosTokenIds] : [],
+    logitBias: hook?.logitBias ?? null,
+    stepwise: hook?.onStep !== undefined,
+  });
+  const onAbort = () => ctx.scheduler.cancel(id);
+  signal?.addEventListener("abort", onAbort, { once: true });
+  // Stepwise hook state: tokens fed and hidden rows gathered since the last onStep.
+  const fedIds: number[] = [];
+  let fedTotal = 0;
+  let hiddenChunks: Float32Array[][] = capture.map(() => []);
+  let step = 0;
+  try {
+    for (;;) {
+      const ev = await stream.next();
+      if (ev.code !== undefined) throw Scheduler.errorOf(ev, signal, "generate");
+      // The scheduler runs ahead of a slow consumer: an abort also stops the
+      // tokens it has already produced, once the request has been dropped.
+      if (signal?.aborted) {
+        ctx.scheduler.cancel(id);
+        let last = ev;
+        while (!stream.done) last = await stream.next();
+        throw last.code ? Scheduler.errorOf(last, signal, "generate") : abortError(signal, "generate");
+      }
+      for (const token of ev.tokens) {
+        tokens.push(token);
+        const [visible, stopped] = text ? stops.push(text.push(token)) : ["", false];
+        out += visible;
+        yield { text: visible, tokens: [token] };
+        if (stopped) {
+          finishReason = "stopString";
+          return { text: out, tokens, finishReason, seed: opts.seed };
+        }
+      }
+      if (hook?.onStep && ev.fed > 0) {
+        for (let i = 0; i < ev.fed; i++, fedTotal++) fedIds.push(fedTotal < prompt.length ? prompt[fedTotal] : tokens[fedTotal - prompt.length]);
+        const block = ev.fed * ctx.hiddenSize;
+        capture.forEach((_, c) => hiddenChunks[c].push(ev.hidden.subarray(c * block, (c + 1) * block)));
+      }
+      if (ev.awaiting && hook?.onStep) {
+        const hiddenStates = new Map<number, Matrix>();
+        capture.forEach((layer, c) => {
+          const rows = concat(hiddenChunks[c]);
+          hiddenStates.set(layer, new Matrix(rows, rows.length / ctx.hiddenSize, ctx.hiddenSize));
+        });
+        const state = { step: step++, fed: Int32Array.from(fedIds), hiddenStates, generated: [...tokens] };
+        fedIds.length = 0;
+        hiddenChunks = capture.map(() => []);
+        const decision = await hook.onStep(state);
+        if (decision !== undefined && decision !== null && !(decision instanceof Float32Array && decision.length === ctx.vocabSize)) {
+          throw new DeepGuardError("ERR_ARGUMENT", `hook.onStep must return a Float32Array of ${ctx.vocabSize} entries, null or undefined`);
+        }
+        ctx.scheduler.resume(id, decision);
+      }
+      if (ev.done) {
+        finishReason = ev.finishReason ?? "maxTokens";
+        break;
+      }
+    }
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+    if (!stream.done) ctx.scheduler.cancel(id); // a consumer that stopped early, a stop string, an error
   }
-  while (tokens.length < opts.maxTokens) {
-    signal?.throwIfAborted();
-    const token = native().sampleToken(step.logits.row(0), params, rng.nextDouble());
-    if (opts.stopOnEos && eosTokenIds.has(token)) {
-      finishReason = "eos";
-      break;
-    }
-    tokens.push(token);
-    const [visible, stopped] = text ? stops.push(text.push(token)) : ["", false];
-    out += visible;
-    yield { text: visible, tokens: [token] };
-    if (stopped) {
-      finishReason = "stopString";
-      break;
-    }
-    if (tokens.length < opts.maxTokens) step = await session.eval([token], { logits: "last", signal });
-  }
-  if (finishReason !== "stopString") {
-    const [visible, stopped] = stops.push(text ? text.flush() : "");
-    const rest = visible + (stopped ? "" : stops.flush());
-    if (stopped) finishReason = "stopString";
-    if (rest) {
-      out += rest;
-      yield { text: rest, tokens: [] };
-    }
+  const [visible, stopped] = stops.push(text ? text.flush() : "");
+  const rest = visible + (stopped ? "" : stops.flush());
+  if (stopped) finishReason = "stopString";
+  if (rest) {
+    out += rest;
+    yield { text: rest, tokens: [] };
   }
   return { text: out, tokens, finishReason, seed: opts.seed };
+}
+
+function concat(parts: Float32Array[]): Float32Array {
+  if (parts.length === 1) return parts[0];
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }

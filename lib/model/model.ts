@@ -22,6 +22,7 @@ import {
 import { native } from "../native.js";
 import { parseOptions, signalSchema } from "../validate.js";
 import type { NativeModel } from "../native-types.js";
+import { abortError, Scheduler, type SchedulerStats } from "../serve/scheduler.js";
 import { z } from "zod";
 import { evalBatch, ModelSession, toTokenArray, type EvalOptions, type EvalResult } from "./session.js";
 import { Tokenizer } from "./tokenizer.js";
@@ -34,6 +35,17 @@ export interface LoadOptions {
    * mapping) at the cost of reading the whole checkpoint at load.
    */
   mmap?: boolean;
+  /**
+   * Allow sequences longer than config.json's max_position_embeddings (default
+   * false: eval/generate calls that would go beyond it fail with ERR_CONTEXT_LENGTH).
+   */
+  allowLongContext?: boolean;
+  /**
+   * Prompt tokens the scheduler prefills per iteration while other sequences
+   * decode (a multiple of 4, at most 512; default 128): smaller keeps decoding
+   * streams smoother while a long prompt arrives, larger prefills faster.
+   */
+  prefillChunk?: number;
   signal?: AbortSignal;
 }
 
@@ -74,7 +86,20 @@ export function engineOf(model: Model): NativeModel {
   return e;
 }
 
-const loadOptionsSchema = z.object({ mmap: z.boolean().default(true), signal: signalSchema }).strict();
+const loadOptionsSchema = z
+  .object({
+    mmap: z.boolean().default(true),
+    allowLongContext: z.boolean().default(false),
+    prefillChunk: z
+      .number()
+      .int()
+      .min(4)
+      .max(512)
+      .refine((n) => n % 4 === 0, "must be a multiple of 4")
+      .default(128),
+    signal: signalSchema,
+  })
+  .strict();
 
 export class Model {
   readonly config: ModelConfig;
@@ -82,20 +107,26 @@ export class Model {
   readonly tokenizer: Tokenizer | null;
   readonly info: ModelInfo;
   readonly #engine: NativeModel;
+  readonly #scheduler: Scheduler;
   readonly #eos: ReadonlySet<number>;
+  readonly #allowLongContext: boolean;
   #adapter: AdapterInfo | null = null;
 
   private constructor(
     config: ModelConfig,
     tokenizer: Tokenizer | null,
     engine: NativeModel,
+    scheduler: Scheduler,
     info: ModelInfo,
     generationEos: number[],
+    allowLongContext: boolean,
   ) {
+    this.#allowLongContext = allowLongContext;
     this.config = config;
     this.tokenizer = tokenizer;
     this.#engine = engine;
     engines.set(this, engine);
+    this.#scheduler = scheduler;
     this.info = info;
     // Generation stops at any end-of-sequence id that config.json,
     // generation_config.json or the tokenizer names.
@@ -114,16 +145,16 @@ export class Model {
     if (typeof directory !== "string" || directory.length === 0) {
       throw new DeepGuardError("ERR_ARGUMENT", "Model.load needs a checkpoint directory path");
     }
-    const { mmap, signal } = parseOptions(loadOptionsSchema, options, "Model.load");
+    const { mmap, allowLongContext, prefillChunk, signal } = parseOptions(loadOptionsSchema, options, "Model.load");
     const dir = resolve(directory);
     const st = await stat(dir).catch(() => null);
     if (!st?.isDirectory()) throw new DeepGuardError("ERR_CHECKPOINT", `${dir} is not a directory`);
-    signal?.throwIfAborted();
+    if (signal?.aborted) throw abortError(signal, "Model.load");
     const config = await readModelConfig(join(dir, "config.json"));
     const generationEos = await readGenerationEosIds(join(dir, "generation_config.json"));
     const files = await locateCheckpoint(dir);
     const tokenizer = await Tokenizer.fromDirectory(dir);
-    signal?.throwIfAborted();
+    if (signal?.aborted) throw abortError(signal, "Model.load");
     let engine: NativeModel;
     try {
       engine = await native().loadModel(toNativeConfig(config), files.files, files.tensors, { mmap });
@@ -146,7 +177,8 @@ export class Model {
       tieWordEmbeddings: config.tieWordEmbeddings,
       tokenizer: tokenizer !== null,
     };
-    return new Model(config, tokenizer, engine, info, generationEos);
+    const scheduler = new Scheduler(engine, { prefillChunk, maxPositions: allowLongContext ? 0 : config.maxPositionEmbeddings });
+    return new Model(config, tokenizer, engine, scheduler, info, generationEos, allowLongContext);
   }
 
   /** The attached LoRA adapter, if any. */
@@ -205,7 +237,7 @@ export class Model {
   /** A fresh sequence with its own KV cache for incremental decoding. */
   createSession(): ModelSession {
     try {
-      return new ModelSession(this.#engine, this.config);
+      return new ModelSession(this.#engine, this.#scheduler, this.config);
     } catch (err) {
       throw wrapNativeError(err);
     }
@@ -218,12 +250,21 @@ export class Model {
    */
   dispose(): void {
     this.#engine.dispose();
+    this.#scheduler.close();
     this.#adapter = null;
   }
 
-  /** Evaluates one new chunk for each session in a single batched native step. */
+  /** The serving scheduler's counters (requests in flight, iterations, batch sizes). */
+  get servingStats(): SchedulerStats {
+    return this.#scheduler.stats();
+  }
+
+  /**
+   * Evaluates one new chunk for each session; they are admitted to the
+   * scheduler together and stepped in the same batched iterations.
+   */
   evalBatch(items: readonly { session: ModelSession; tokens: ArrayLike<number> }[], options: EvalOptions = {}): Promise<EvalResult[]> {
-    return evalBatch(this.#engine, this.config, items, options);
+    return evalBatch(this.#scheduler, this.config, items, options);
   }
 
   /** Full forward pass over `input` (ids or text): logits and the chosen hidden states. */
@@ -244,9 +285,21 @@ export class Model {
   async *generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): AsyncGenerator<GenerationChunk, GenerationResult> {
     const opts = resolveGenerateOptions(options);
     const ids = this.#toIds(prompt);
+    if (opts.defaultMaxTokens && !this.#allowLongContext) {
+      // The default maxTokens never asks for more than the context holds.
+      opts.maxTokens = Math.max(1, Math.min(opts.maxTokens, this.config.maxPositionEmbeddings - ids.length + 1));
+    }
     const session = this.createSession();
+    const ctx = {
+      scheduler: this.#scheduler,
+      tokenizer: this.tokenizer,
+      eosTokenIds: this.#eos,
+      numLayers: this.config.numLayers,
+      hiddenSize: this.config.hiddenSize,
+      vocabSize: this.config.vocabSize,
+    };
     try {
-      return yield* generateTokens(session, ids, this.tokenizer, this.#eos, opts);
+      return yield* generateTokens(ctx, session, ids, opts);
     } finally {
       session.dispose(); // also when the consumer breaks out of the loop early
     }

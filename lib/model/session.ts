@@ -6,6 +6,7 @@
 import { z } from "zod";
 import { DeepGuardError, wrapNativeError } from "../errors.js";
 import type { NativeModel, NativeSession } from "../native-types.js";
+import { abortError, type Scheduler } from "../serve/scheduler.js";
 import { parseOptions, signalSchema } from "../validate.js";
 import { Matrix } from "./tensor.js";
 
@@ -107,12 +108,12 @@ class Queue {
 export class ModelSession {
   /** @internal */ readonly native: NativeSession;
   /** @internal */ readonly queue = new Queue();
-  readonly #engine: NativeModel;
+  readonly #scheduler: Scheduler;
   readonly #shape: EngineShape;
 
   /** @internal Use Model.createSession(). */
-  constructor(engine: NativeModel, shape: EngineShape) {
-    this.#engine = engine;
+  constructor(engine: NativeModel, scheduler: Scheduler, shape: EngineShape) {
+    this.#scheduler = scheduler;
     this.#shape = shape;
     this.native = engine.createSession();
   }
@@ -129,7 +130,7 @@ export class ModelSession {
 
   /** Appends tokens and returns their logits / hidden states. */
   async eval(tokens: ArrayLike<number>, options: EvalOptions = {}): Promise<EvalResult> {
-    const [result] = await evalBatch(this.#engine, this.#shape, [{ session: this, tokens }], options);
+    const [result] = await evalBatch(this.#scheduler, this.#shape, [{ session: this, tokens }], options);
     return result;
   }
 
@@ -152,15 +153,21 @@ export class ModelSession {
   }
 }
 
-/** One batched native step over several sessions (weights are read once for all). */
+/**
+ * Appends tokens to several sessions through the scheduler: admitted together,
+ * they are stepped in the same batched iterations (weights read once for all),
+ * alongside whatever else the model is serving. Long inputs are prefilled in
+ * chunks; an abort takes effect within one scheduler iteration and leaves every
+ * session of the batch as it was.
+ */
 export async function evalBatch(
-  engine: NativeModel,
+  scheduler: Scheduler,
   shape: EngineShape,
   items: readonly { session: ModelSession; tokens: ArrayLike<number> }[],
   options: EvalOptions,
 ): Promise<EvalResult[]> {
   const { logits, hiddenStates, adapter, signal } = parseOptions(evalOptionsSchema, options, "eval");
-  signal?.throwIfAborted();
+  if (signal?.aborted) throw abortError(signal, "eval");
   const capture = resolveHiddenStates(hiddenStates, shape.numLayers);
   if (!Array.isArray(items) || items.length === 0) throw new DeepGuardError("ERR_ARGUMENT", "evalBatch needs at least one session");
   // Everything is checked before any session's lock is taken: a bad item must
@@ -179,23 +186,30 @@ export async function evalBatch(
   // Join every session's queue synchronously, so two batches over the same
   // sessions are ordered the same way in each queue and cannot deadlock.
   const releases = await Promise.all(items.map((it) => it.session.queue.acquire()));
+  const lengths = items.map((it) => it.session.native.length);
   try {
-    signal?.throwIfAborted();
     let out;
     try {
-      out = await engine.step(items.map((i) => i.session.native), tokens, { logits, capture, adapter });
+      out = await scheduler.evalAll(
+        items.map((it, i) => ({ kind: "eval", session: it.session.native, tokens: tokens[i], logits, capture, adapter })),
+        signal,
+      );
     } catch (err) {
+      // The failed requests were rolled back natively; roll back the others too.
+      items.forEach((it, i) => {
+        if (it.session.native.length > lengths[i]) it.session.native.truncate(lengths[i]);
+      });
       throw wrapNativeError(err);
     }
     return tokens.map((t, i) => {
       const rows = logits === "all" ? t.length : logits === "last" ? 1 : 0;
       const hiddenStates = new Map<number, Matrix>();
-      const hidden = out.hidden[i];
+      const hidden = out[i].hidden;
       const block = t.length * shape.hiddenSize;
       capture.forEach((layer, c) => {
         hiddenStates.set(layer, new Matrix(hidden.subarray(c * block, (c + 1) * block), t.length, shape.hiddenSize));
       });
-      return { logits: new Matrix(out.logits[i], rows, shape.vocabSize), hiddenStates };
+      return { logits: new Matrix(out[i].logits, rows, shape.vocabSize), hiddenStates };
     });
   } finally {
     for (const r of releases) r();

@@ -71,11 +71,19 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string& path, Mode mode)
     throw;
   }
   ::close(fd);  // a mapping keeps the file alive
-  return std::shared_ptr<MappedFile>(new MappedFile(path, data, size, mapped));
+  return std::shared_ptr<MappedFile>(
+      new MappedFile(path, data, size, mapped, mode == Mode::Map && size > 0, uint64_t(st.st_dev), uint64_t(st.st_ino)));
 }
 
 MappedFile::~MappedFile() {
   if (data_) munmap(const_cast<uint8_t*>(data_), mapped_);
+}
+
+bool MappedFile::changed() const {
+  if (!is_mapping_) return false;
+  struct stat st;
+  if (::stat(path_.c_str(), &st) != 0) return false;  // removed: the mapping keeps the data
+  return uint64_t(st.st_dev) == dev_ && uint64_t(st.st_ino) == ino_ && uint64_t(st.st_size) != size_;
 }
 
 const uint8_t* MappedFile::slice(uint64_t offset, uint64_t length, const std::string& what) const {

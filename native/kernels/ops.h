@@ -126,7 +126,8 @@ struct SamplingParams {
 // softmax(logits / temperature), keep the top_k most likely, then the smallest
 // prefix (by descending probability) whose mass reaches top_p, renormalize,
 // and invert the CDF, taken in token-id order, at u. Deterministic for a given
-// (logits, params, u); tie and NaN/inf rules are spelled out in sampling.cpp.
+// (logits, params, u); tie and NaN/inf rules are spelled out in sampling.cpp
+// (NaN, +inf or all -inf logits throw ERR_NON_FINITE).
 int32_t sample_token(const float* logits, int64_t vocab, const SamplingParams& p, double u);
 
 // ---- security-module ops (layernorm.cpp, pointwise.cpp, layer_aggregate.cpp) ---

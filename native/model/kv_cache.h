@@ -17,6 +17,14 @@ class KvCache {
   // Grows storage (amortized doubling) so positions [0, n) fit; keeps contents.
   void reserve(int64_t n);
   void set_length(int64_t n) { length_ = n; }  // caller guarantees n <= capacity
+  // Frees the storage now (length and capacity 0); reserve() grows it again.
+  void release() {
+    k_.clear();
+    v_.clear();
+    k_.shrink_to_fit();
+    v_.shrink_to_fit();
+    capacity_ = length_ = 0;
+  }
 
   float* keys(int64_t layer) { return k_[size_t(layer)].data(); }
   float* values(int64_t layer) { return v_[size_t(layer)].data(); }

@@ -59,6 +59,10 @@ LoraAdapter load_lora(const ModelConfig& c, const LoraSpec& spec, const std::vec
       f.b = b.matrix(prefix + ".lora_B.weight", shape[0], spec.rank);
     }
   }
+  const std::vector<std::string> unused = b.unused();
+  if (!unused.empty())
+    throw Error("ERR_ADAPTER", std::to_string(unused.size()) + " adapter tensor(s) are outside the adapter's target_modules " +
+                                   "or layers_to_transform, or the model's layers: " + name_list(unused));
   return a;
 }
 

@@ -1,5 +1,6 @@
 #include "model/tensor_binder.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace dg {
@@ -37,7 +38,23 @@ std::vector<float> TensorBinder::vector(const std::string& name, int64_t n) {
   return v;
 }
 
+std::vector<std::string> TensorBinder::unused() const {
+  std::vector<std::string> out;
+  for (const auto& [name, ref] : by_name_)
+    if (!used_.count(name)) out.push_back(name);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string name_list(const std::vector<std::string>& names, size_t shown) {
+  std::string out;
+  for (size_t i = 0; i < names.size() && i < shown; ++i) out += (i ? ", " : "") + names[i];
+  if (names.size() > shown) out += " and " + std::to_string(names.size() - shown) + " more";
+  return out;
+}
+
 const TensorRef& TensorBinder::find(const std::string& name, const std::vector<int64_t>& shape) const {
+  used_.insert(name);
   auto it = by_name_.find(name);
   if (it == by_name_.end()) throw Error("ERR_MISSING_TENSOR", "no tensor " + name);
   const TensorRef& t = *it->second;
@@ -45,9 +62,15 @@ const TensorRef& TensorBinder::find(const std::string& name, const std::vector<i
     throw Error("ERR_UNSUPPORTED_DTYPE", name + " has dtype " + t.unsupported_dtype + "; supported: F32, F16, BF16");
   if (t.shape != shape)
     throw Error("ERR_TENSOR_SHAPE", name + " has shape " + shape_str(t.shape) + ", expected " + shape_str(shape));
-  uint64_t numel = 1;
-  for (int64_t d : shape) numel *= uint64_t(d);
-  if (numel * dtype_size(t.dtype) != t.length)
+  // Overflow-checked: a header may claim dimensions whose product wraps around
+  // to the byte length of a small tensor.
+  uint64_t numel = 1, bytes = 0;
+  bool overflow = false;
+  for (int64_t d : shape) overflow = overflow || d < 0 || __builtin_mul_overflow(numel, uint64_t(d), &numel);
+  overflow = overflow || __builtin_mul_overflow(numel, uint64_t(dtype_size(t.dtype)), &bytes);
+  if (overflow)
+    throw Error("ERR_TENSOR_SHAPE", name + ": shape " + shape_str(shape) + " has more elements than memory can hold");
+  if (bytes != t.length)
     throw Error("ERR_SAFETENSORS", name + ": byte length " + std::to_string(t.length) + " does not match shape " +
                                        shape_str(shape) + " in " + dtype_name(t.dtype));
   return t;

@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "core/tensor.h"
@@ -37,11 +38,18 @@ class TensorBinder {
   TensorBinder(const std::vector<std::string>& paths, const std::vector<TensorRef>& tensors, TensorStorage& out,
                MappedFile::Mode mode = MappedFile::Mode::Map);
 
-  bool has(const std::string& name) const { return by_name_.count(name) != 0; }
+  bool has(const std::string& name) const {
+    used_.insert(name);
+    return by_name_.count(name) != 0;
+  }
   // A [rows][cols] matrix in its stored dtype.
   Matrix matrix(const std::string& name, int64_t rows, int64_t cols);
   // A 1-D tensor widened to f32.
   std::vector<float> vector(const std::string& name, int64_t n);
+  // Names of the tensors never bound (nor looked up by has()), sorted: a
+  // checkpoint or adapter whose config does not use every tensor is an error
+  // (e.g. num_hidden_layers lower than the checkpoint's layer count).
+  std::vector<std::string> unused() const;
 
  private:
   const TensorRef& find(const std::string& name, const std::vector<int64_t>& shape) const;
@@ -49,6 +57,10 @@ class TensorBinder {
 
   TensorStorage& out_;
   std::unordered_map<std::string, const TensorRef*> by_name_;
+  mutable std::unordered_set<std::string> used_;
 };
+
+// "a, b, c and 4 more" for an error message.
+std::string name_list(const std::vector<std::string>& names, size_t shown = 4);
 
 }  // namespace dg

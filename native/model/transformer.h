@@ -30,6 +30,8 @@ class Session {
   // Forgets positions >= n (n <= length), e.g. to re-run from a shared prompt.
   void truncate(int64_t n);
   uint64_t cache_bytes() const { return cache_.bytes(); }
+  // Frees the KV cache now (length 0), e.g. when the scheduler ends a generation.
+  void release() { cache_.release(); }
   const Transformer* model() const { return model_; }
 
  private:

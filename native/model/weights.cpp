@@ -39,6 +39,19 @@ ModelWeights load_weights(const ModelConfig& c, const std::vector<std::string>& 
       throw Error("ERR_MISSING_TENSOR", "no tensor lm_head.weight, and config.json has tie_word_embeddings = false");
     w.lm_head = b.matrix("lm_head.weight", c.vocab, d);
   }
+  // Every tensor must be used: leftovers mean the config does not describe the
+  // checkpoint. Exceptions: rotary inv_freq buffers older exports include, and
+  // a tied lm_head.weight (HF ignores it too).
+  std::vector<std::string> unused;
+  for (const std::string& name : b.unused()) {
+    const std::string suffix = ".rotary_emb.inv_freq";
+    const bool rope_buffer = name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+    if (!rope_buffer && !(c.tie_embeddings && name == "lm_head.weight")) unused.push_back(name);
+  }
+  if (!unused.empty())
+    throw Error("ERR_CHECKPOINT", std::to_string(unused.size()) + " checkpoint tensor(s) are not used by config.json (" +
+                                      std::to_string(c.n_layers) + " layers): " + name_list(unused) +
+                                      "; does num_hidden_layers (or another field) match the weights?");
   return w;
 }
 

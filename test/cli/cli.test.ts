@@ -81,6 +81,42 @@ test("forward without --json lists each token with its top 5 next tokens", async
   assert.match(lines[0], /^\s+0\s+5 ".*"\s+-> (\d+ ".*" \(-?\d+\.\d\d\)(, )?){5}$/);
 });
 
+test("forward --logits last|none limits the logits printed; the listing's top 5 equal a full sort", async () => {
+  const ids = [5, 17, 2, 250];
+  const all = JSON.parse((await run("forward", ckpt.dir, "--ids", ids.join(","), "--json")).stdout) as { logits: number[][] };
+  const last = await run("forward", ckpt.dir, "--ids", ids.join(","), "--json", "--logits", "last");
+  assert.is(last.code, 0, last.stderr);
+  const lastOut = JSON.parse(last.stdout) as { logits: number[][]; hiddenStates: number[][][] };
+  assert.equal(lastOut.logits, [all.logits[3]]);
+  assert.is(lastOut.hiddenStates[0].length, ids.length);
+  const none = JSON.parse((await run("forward", ckpt.dir, "--ids", ids.join(","), "--json", "--logits", "none")).stdout);
+  assert.equal(none.logits, []);
+  const listing = (await run("forward", ckpt.dir, "--ids", ids.join(","))).stdout.trimEnd().split("\n");
+  listing.forEach((line, t) => {
+    const shown = [...line.split("->")[1].matchAll(/(\d+) "/g)].map((m) => Number(m[1]));
+    const sorted = all.logits[t].map((v, i) => [v, i]).sort((a, b) => b[0] - a[0] || a[1] - b[1]).slice(0, 5).map((x) => x[1]);
+    assert.equal(shown, sorted, `token ${t}`);
+  });
+  const lastListing = (await run("forward", ckpt.dir, "--ids", ids.join(","), "--logits", "last")).stdout.trimEnd().split("\n");
+  assert.is(lastListing.length, ids.length);
+  assert.ok(!lastListing[0].includes("->") && lastListing[3].includes("->"));
+});
+
+test("generate --ids works without a tokenizer and prints token ids; a prompt may start with '-'", async () => {
+  const bare = await makeTinyCheckpoint(join(root, "bare"), { ...spec, tokenizer: false });
+  const r = await run("generate", bare.dir, "--ids", "1,2,3", "--max-tokens", "5", "--seed", "2", "--temperature", "0.9");
+  assert.is(r.code, 0, r.stderr);
+  const printed = r.stdout.trim().split(" ").map(Number);
+  const { Model } = await import("../../lib/index.js");
+  const model = await Model.load(bare.dir);
+  const expected = await model.complete([1, 2, 3], { maxTokens: 5, seed: 2, temperature: 0.9 });
+  assert.equal(printed, expected.tokens);
+  const dash = await run("generate", ckpt.dir, "-x = 1 # --not-a-flag", "--max-tokens", "3");
+  assert.is(dash.code, 0, dash.stderr);
+  const dashed = await run("generate", ckpt.dir, "--max-tokens", "3", "--", "--version");
+  assert.is(dashed.code, 0, dashed.stderr);
+});
+
 test("generate streams text to stdout", async () => {
   const r = await run("generate", ckpt.dir, "def f(x):", "--max-tokens", "8", "--temperature", "0.7", "--seed", "3");
   assert.is(r.code, 0, r.stderr);
@@ -106,7 +142,12 @@ test("bad usage exits 2 with a message; runtime errors exit 1 with the code", as
     [["forward", ckpt.dir, "--ids", "1,x"], 2, /--ids entry 1 \("x"\)/],
     [["forward", ckpt.dir], 2, /exactly one of --ids or --text/],
     [["generate", ckpt.dir, "p", "--max-tokens", "lots"], 2, /--max-tokens must be an integer/],
-    [["generate", ckpt.dir, "p", "--top-p", "0"], 1, /\[ERR_ARGUMENT\].*topP/],
+    [["generate", ckpt.dir, "p", "--top-p", "0"], 2, /--top-p must be in \(0, 1\], got 0/],
+    [["generate", ckpt.dir, "p", "--temperature", "-1"], 2, /--temperature must be in \[0, /],
+    [["generate", ckpt.dir, "p", "--seed", "1.5"], 2, /--seed must be an integer, got "1.5"/],
+    [["generate", ckpt.dir, "p", "--max-tokens", "0x10"], 2, /--max-tokens must be an integer, got "0x10"/],
+    [["generate", ckpt.dir, "p", "--max-tokens", "0"], 2, /--max-tokens must be in \[1, /],
+    [["forward", ckpt.dir, "--ids", "1", "--logits", "some"], 2, /--logits must be all, last or none/],
     [["forward", ckpt.dir, "--ids", `1,${spec.vocab}`], 1, /\[ERR_TOKEN_ID\]/],
     [["inspect", join(root, "nope")], 1, /\[ERR_CHECKPOINT\]/],
     [["inspect", ckpt.dir, "--bogus"], 2, /bogus/],

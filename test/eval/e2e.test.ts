@@ -40,7 +40,7 @@ async function runEnv(env: Record<string, string>, ...args: string[]): Promise<{
 test.before(async () => {
   root = await mkdtemp(join(tmpdir(), "dg-e2e-"));
   modelDir = join(root, "model");
-  await makeTinyCheckpoint(modelDir, { ...tinySpecs()["llama-bf16-gqa-rope-linear"], tokenizer: true, vocab: 300 });
+  await makeTinyCheckpoint(modelDir, { ...tinySpecs()["llama-bf16-gqa-rope-linear"], tokenizer: true, vocab: 300, maxPositions: 4096 });
   scenarios = await loadScenarios(join(DATA, "sec_eval"), { tests: join(DATA, "unit_test") });
 });
 test.after(async () => {

@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { Model, type GenerateOptions } from "../../lib/index.js";
+import { DeepGuardError, Model, type GenerateOptions } from "../../lib/index.js";
 import { makeTinyCheckpoint, tinySpecs } from "../support/checkpoint.js";
 import { expectError } from "../support/expect.js";
 
@@ -114,24 +114,23 @@ test("generation_config.json's eos ids stop generation too; a bad one is named",
   await expectError(() => Model.load(dir), "ERR_CONFIG", /generation_config\.json: field "eos_token_id"/);
 });
 
-test("AbortSignal stops a running generation with an AbortError", async () => {
+test("AbortSignal stops a running generation with ERR_ABORTED, the reason as cause", async () => {
   const ac = new AbortController();
   let seen = 0;
+  const reason = new Error("user left");
   try {
     for await (const _ of model.generate(prompt, { maxTokens: 50, stopOnEos: false, signal: ac.signal })) {
-      if (++seen === 2) ac.abort();
+      if (++seen === 2) ac.abort(reason);
     }
     assert.unreachable("generation was not aborted");
   } catch (err) {
-    assert.is((err as Error).name, "AbortError");
+    assert.instance(err, DeepGuardError);
+    assert.is((err as DeepGuardError).code, "ERR_ABORTED");
+    assert.is((err as DeepGuardError).cause, reason);
   }
   assert.is(seen, 2);
-  try {
-    await model.complete(prompt, { signal: AbortSignal.abort() });
-    assert.unreachable("pre-aborted signal was ignored");
-  } catch (err) {
-    assert.is((err as Error).name, "AbortError");
-  }
+  await expectError(() => model.complete(prompt, { signal: AbortSignal.abort() }), "ERR_ABORTED", /aborted/);
+  assert.is(model.servingStats.active, 0);
 });
 
 const badOptions: [string, Record<string, unknown>, RegExp][] = [

@@ -486,6 +486,49 @@ test("attention is causal GQA softmax(q.k / sqrt(d)) . v over the cache, on ever
   });
 });
 
+test("attention propagates NaN and infinities the same way on every ISA", () => {
+  const rand = rng(21);
+  // [T, pos0, heads, kvHeads, hd]: head dims for the AVX-512, AVX2 and portable row
+  // kernels; T >= 4 takes the four-row prefill kernel on AVX-512.
+  const shapes: Array<[number, number, number, number, number]> = [
+    [1, 9, 2, 1, 16],
+    [6, 3, 2, 2, 32],
+    [2, 12, 2, 1, 8],
+    [3, 5, 1, 1, 5],
+  ];
+  // Poison one K position with NaN, +inf or -inf (V stays finite): a NaN or
+  // infinite score must give NaN outputs for every query that sees it.
+  for (const poison of [NaN, Infinity, -Infinity]) {
+    for (const [T, pos0, heads, kvHeads, hd] of shapes) {
+      const cap = pos0 + T;
+      const q = randomF32(T * heads * hd, rand, 1);
+      const k = randomF32(kvHeads * cap * hd, rand, 1);
+      const v = randomF32(kvHeads * cap * hd, rand, 1);
+      const at = 1; // seen by every query row (pos0 >= 3)
+      k[at * hd] = poison; // kv head 0, first dim
+      const masks = new Map<string, string>();
+      forEachIsa((isa) => {
+        const out = ops.attention(q, k, v, cap, T, pos0, heads, kvHeads, hd);
+        masks.set(isa, Array.from(out, (x) => (Number.isNaN(x) ? "n" : Number.isFinite(x) ? "f" : "i")).join(""));
+      });
+      const scalar = masks.get("scalar")!;
+      for (const [isa, mask] of masks) assert.is(mask, scalar, `${isa} vs scalar, poison ${poison}, hd=${hd}, T=${T}`);
+      // NaN: query heads reading kv head 0 are all NaN; the others are finite.
+      // (An infinite key gives a +inf or -inf score by the sign of q: the masks
+      // above already say every ISA agrees with the scalar kernel.)
+      if (!Number.isNaN(poison)) continue;
+      const group = heads / kvHeads;
+      for (let t = 0; t < T; t++)
+        for (let h = 0; h < heads; h++) {
+          const row = Array.from(ops.attention(q, k, v, cap, T, pos0, heads, kvHeads, hd).subarray((t * heads + h) * hd, (t * heads + h + 1) * hd));
+          const reads = Math.floor(h / group) === 0;
+          if (reads) assert.ok(row.every(Number.isNaN), `row ${t} head ${h} should be NaN (poison ${poison})`);
+          else assert.ok(row.every(Number.isFinite), `row ${t} head ${h} should be finite`);
+        }
+    }
+  }
+});
+
 test("attention rejects inconsistent shapes", async () => {
   const q = new Float32Array(2 * 3 * 4);
   const kv = new Float32Array(1 * 8 * 4);
@@ -545,16 +588,16 @@ function randomLogits(n: number, rand: () => number, scale = 4): Float32Array {
   return randomF32(n, rand, scale);
 }
 
-test("greedy picks the argmax, lowest index on ties, ignoring NaN", () => {
+test("greedy picks the argmax, lowest index on ties; NaN, +inf and all -inf logits are ERR_NON_FINITE", async () => {
   const rand = rng(10);
   const logits = randomLogits(1000, rand);
   const argmax = logits.indexOf(Math.max(...logits));
   for (const u of [0, 0.5, 0.999]) assert.is(sampleToken(logits, { temperature: 0 }, u), argmax);
   assert.is(sampleToken(Float32Array.from([1, 3, 3, 2]), {}, 0.7), 1);
-  assert.is(sampleToken(Float32Array.from([NaN, 1, NaN, 2, 2]), { temperature: 0 }, 0), 3);
-  assert.is(sampleToken(Float32Array.from([NaN, 5, NaN]), { temperature: 1 }, 0.9), 1);
-  assert.is(sampleToken(Float32Array.from([-Infinity, -Infinity]), { temperature: 1 }, 0.5), 0);
-  assert.is(sampleToken(Float32Array.from([NaN, NaN, NaN]), { temperature: 1, topP: 0.5 }, 0.5), 0);
+  assert.is(sampleToken(Float32Array.from([-Infinity, 1, -Infinity, 2, 2]), { temperature: 0 }, 0), 3);
+  await expectError(() => sampleToken(Float32Array.from([NaN, 1, NaN, 2, 2]), { temperature: 0 }, 0), "ERR_NON_FINITE", /logit 0 is NaN/);
+  await expectError(() => sampleToken(Float32Array.from([1, 5, Infinity]), { temperature: 1 }, 0.9), "ERR_NON_FINITE", /logit 2 is \+Infinity/);
+  await expectError(() => sampleToken(Float32Array.from([-Infinity, -Infinity]), { temperature: 1 }, 0.5), "ERR_NON_FINITE", /every logit is -Infinity/);
   assert.is(sampleToken(Float32Array.from([0, 1, 2]), { temperature: 1e-30 }, 0.999), 2);
 });
 
@@ -579,7 +622,7 @@ test("sampling inverts the CDF exactly as the reference does", () => {
   for (const p of params) {
     const logits = randomLogits(2000, rand, 3);
     logits[7] = -Infinity;
-    logits[8] = NaN;
+    logits[8] = -Infinity;
     for (let i = 0; i < 200; i++) {
       const u = (i + rand()) / 200;
       const ref = sampleReference(logits, p, u);
@@ -630,10 +673,7 @@ test("a uniform grid of u reproduces the softmax distribution", () => {
   });
 });
 
-test("sampling handles infinite logits and extreme temperatures", () => {
-  const inf = Float32Array.from([0, Infinity, 3, Infinity]);
-  assert.is(sampleToken(inf, { temperature: 1 }, 0.2), 1);
-  assert.is(sampleToken(inf, { temperature: 1 }, 0.7), 3);
+test("sampling handles -inf logits and extreme temperatures", () => {
   const flat = Float32Array.from([1, 2, 3, -Infinity]);
   // A huge temperature flattens the finite logits to uniform; -inf keeps no mass.
   assert.is(sampleToken(flat, { temperature: 1e30 }, 0.1), 0);
@@ -662,7 +702,7 @@ test("sampling a 152k vocabulary matches the reference and is fast", () => {
 test("sampleToken rejects bad arguments", async () => {
   const l = Float32Array.from([1, 2]);
   for (const u of [1, -0.1, NaN, Infinity]) await rejects(() => sampleToken(l, {}, u), /u must/);
-  await rejects(() => sampleToken(new Float32Array(0), {}, 0), /empty/);
+  await rejects(() => sampleToken(new Float32Array(0), {}, 0), /1 to 2\^31-1 entries/);
   await rejects(() => sampleToken(l, { temperature: NaN }, 0), /temperature/);
   await rejects(() => sampleToken(l, { temperature: -1 }, 0), /temperature/);
   await rejects(() => sampleToken(l, { topK: -1 }, 0), /topK/);

@@ -11,9 +11,12 @@ namespace {
 
 // e^x for x <= 0 (softmax after max subtraction): Cephes expf, ~1 ulp. Inputs
 // below -87.3 are clamped there (result ~1e-38 rather than a denormal or 0).
+// NaN stays NaN, as in the scalar kernel: x86 max returns its second operand
+// when either is NaN, so the constant goes first. (With x first, a NaN score
+// became a finite weight on AVX2/AVX-512 and gave finite, wrong outputs.)
 template <class V>
 typename V::vec exp_nonpositive(typename V::vec x) {
-  x = V::max(x, V::set1(-87.33654f));
+  x = V::max(V::set1(-87.33654f), x);
   const typename V::vec n = V::round(V::mul(x, V::set1(1.44269504088896341f)));
   typename V::vec r = V::fnmadd(n, V::set1(0.693359375f), x);  // x - n ln2, in two parts
   r = V::fnmadd(n, V::set1(-2.12194440e-4f), r);

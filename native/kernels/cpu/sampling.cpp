@@ -1,9 +1,11 @@
 // Token sampling: temperature, top-k, top-p (nucleus), then the inverse CDF at u.
 //
 // Exact rules (the tests' reference follows them):
-//  - NaN logits count as -inf. Greedy (temperature <= 0 or NaN) and the case
-//    where every logit is -inf return the argmax, lowest index on ties (0 then).
-//  - Weights e[i] = exp((l[i] - max) / temperature); +inf logits share the mass.
+//  - A NaN or +inf logit, or a row where every logit is -inf, is an error
+//    (ERR_NON_FINITE): such logits come from a broken model or bias, and any
+//    token picked from them would be arbitrary. -inf logits (banned tokens)
+//    are fine. Greedy (temperature <= 0) returns the argmax, lowest index on ties.
+//  - Weights e[i] = exp((l[i] - max) / temperature).
 //  - "Most likely" orders by logit descending, then token id ascending.
 //  - top_k keeps the k most likely; top_p then keeps the shortest such prefix
 //    whose weight reaches top_p of the kept weight (at least one token).
@@ -14,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "kernels/ops.h"
@@ -133,9 +136,14 @@ void keep_nucleus(Id id, int64_t n, const float* e, float top_p, MoreLikely more
 
 int32_t sample_token(const float* logits, int64_t vocab, const SamplingParams& p, double u) {
   if (vocab <= 0 || vocab > INT32_MAX) throw Error("ERR_ARGUMENT", "sample_token: vocab size must be in [1, 2^31)");
+  for (int64_t i = 0; i < vocab; ++i)
+    if (std::isnan(logits[i]) || logits[i] == INFINITY)
+      throw Error("ERR_NON_FINITE", "logit " + std::to_string(i) + " is " + (std::isnan(logits[i]) ? "NaN" : "+Infinity") +
+                                        "; cannot sample a token");
   const int64_t best = argmax(logits, vocab);
   const float max_l = logits[best];
-  if (!(p.temperature > 0.f) || !(max_l > -INFINITY)) return int32_t(best);
+  if (!(max_l > -INFINITY)) throw Error("ERR_NON_FINITE", "every logit is -Infinity; no token can be sampled");
+  if (!(p.temperature > 0.f)) return int32_t(best);
   u = u > 0.0 ? std::min(u, std::nextafter(1.0, 0.0)) : 0.0;  // also maps NaN to 0
 
   thread_local std::vector<float> e;
