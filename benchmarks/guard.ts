@@ -23,20 +23,17 @@
  *
  * Options: --repeats N (5), --steps N (64), --prompt N (128), --decode-1.5b.
  * Cache: DEEPGUARD_BENCH_CACHE, default ~/.cache/deepguard/bench.
- * Writes benchmarks/results/guard.json.
+ * Writes benchmarks/out/guard.json (git-ignored) or --out FILE; the recorded results
+ * are benchmarks/results/guard.json.
  */
-import { mkdir } from "node:fs/promises";
 import { cpus, homedir, loadavg } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Guard, Model, type HiddenBatchItem } from "../lib/index.js";
-import { writeJsonAtomic } from "../lib/io/atomic.js";
 import { native } from "../lib/native.js";
 import { BENCH_SHAPES, ensureRandomCheckpoint } from "./support/random-checkpoint.js";
+import { defaultOutput, writeResult } from "./support/output.js";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repoRoot = join(here, "..", "..");
 const cacheDir = process.env.DEEPGUARD_BENCH_CACHE ?? join(homedir(), ".cache", "deepguard", "bench");
 const BATCHES = [1, 8, 32];
 const LAYERS = [-4, -3, -2, -1];
@@ -98,6 +95,7 @@ async function main(): Promise<void> {
       steps: { type: "string", default: "64" },
       prompt: { type: "string", default: "128" },
       "decode-1.5b": { type: "boolean" },
+      out: { type: "string", default: defaultOutput("guard") },
     },
   });
   const repeats = Number(values.repeats), steps = Number(values.steps), promptLen = Number(values.prompt);
@@ -174,10 +172,8 @@ async function main(): Promise<void> {
     decode,
     guards,
   };
-  const path = join(repoRoot, "benchmarks", "results", "guard.json");
-  await mkdir(dirname(path), { recursive: true });
-  await writeJsonAtomic(path, report);
-  console.log(`\nload average after ${loadAfter.map((l) => l.toFixed(2)).join(" ")}; wrote benchmarks/results/guard.json`);
+  const path = await writeResult(values.out!, report);
+  console.log(`\nload average after ${loadAfter.map((l) => l.toFixed(2)).join(" ")}; wrote ${path}`);
 }
 
 await main();

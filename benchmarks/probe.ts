@@ -16,7 +16,8 @@
  * Options: --split val|train (val), --max-tokens N (512), --folds K (5), --seed S (1),
  * --pooling mean|changed (mean), --repeats N (3; medians reported), --dtype F32|BF16 (BF16).
  * Cache: DEEPGUARD_BENCH_CACHE, default ~/.cache/deepguard/bench (shared with bench:decode).
- * Writes benchmarks/results/probe.json.
+ * Writes benchmarks/out/probe.json (git-ignored) or --out FILE; the recorded results
+ * are benchmarks/results/probe.json.
  */
 import { mkdir, rename, stat, symlink, writeFile } from "node:fs/promises";
 import { cpus, homedir, loadavg } from "node:os";
@@ -25,10 +26,10 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Dataset, Model, probeLayers, type ProbeReport } from "../lib/index.js";
 import { pairFolds, probeLayer } from "../lib/guard/probe.js";
-import { writeJsonAtomic } from "../lib/io/atomic.js";
 import { Random } from "../lib/random.js";
 import { makeTokenizerFiles } from "../test/support/tokenizer-fixture.js";
 import { BENCH_SHAPES, ensureRandomCheckpoint } from "./support/random-checkpoint.js";
+import { defaultOutput, writeResult } from "./support/output.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(here, "..", "..");
@@ -43,6 +44,7 @@ const { values } = parseArgs({
     pooling: { type: "string", default: "mean" },
     repeats: { type: "string", default: "3" },
     dtype: { type: "string", default: "BF16" },
+    out: { type: "string", default: defaultOutput("probe") },
   },
 });
 const dtype = values.dtype === "F32" ? "F32" : "BF16";
@@ -127,9 +129,7 @@ async function main(): Promise<void> {
     },
     report: reports[0],
   };
-  const out = join(here, "..", "..", "benchmarks", "results", "probe.json");
-  await mkdir(dirname(out), { recursive: true });
-  await writeJsonAtomic(out, result);
+  const out = await writeResult(values.out!, result);
   const m = result.medians;
   process.stdout.write(
     `probe, 100M ${dtype}, SVEN ${values.split} (${result.dataset.pairs} pairs, ${result.dataset.tokens} tokens), ${folds} folds, medians of ${repeats}:\n` +

@@ -4,20 +4,20 @@
  * How often the static analyzers (bandit for Python; cppcheck and flawfinder for C)
  * flag the vulnerable version of a SVEN validation pair versus its fixed version,
  * mapped to the pair's CWE exactly as the eval harness maps them. Reads
- * ../shared/datasets/sven/val (or --data DIR); writes benchmarks/results/static-sven.json.
+ * ../shared/datasets/sven/val (or --data DIR); writes benchmarks/out/static-sven.json (git-ignored) or --out FILE.
  * Methods are dedented (bandit cannot parse an indented `def`).
  */
-import { readdir, readFile, mkdir } from "node:fs/promises";
+import { readdir, readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { runChecker, type Checker } from "../lib/eval/checker.js";
-import { writeJsonAtomic } from "../lib/io/atomic.js";
 import { BanditChecker, CppcheckChecker, FlawfinderChecker } from "../lib/eval/oracles/static.js";
+import { defaultOutput, writeResult } from "./support/output.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, "..", "..");
-const { values } = parseArgs({ options: { data: { type: "string" } } });
+const { values } = parseArgs({ options: { data: { type: "string" }, out: { type: "string", default: defaultOutput("static-sven") } } });
 const data = values.data ?? join(root, "..", "shared", "datasets", "sven", "val");
 
 function dedent(text: string): string {
@@ -65,7 +65,5 @@ for (const [tool, per] of Object.entries(table)) {
   rows.push(`| ${tool} | all | ${tot.pairs} | ${tot.flaggedVulnerable} (${pc(tot.flaggedVulnerable)}%) | ${tot.flaggedFixed} (${pc(tot.flaggedFixed)}%) | ${tot.undecided} |`);
 }
 console.log(rows.join("\n"));
-const out = join(root, "benchmarks", "results", "static-sven.json");
-await mkdir(dirname(out), { recursive: true });
-await writeJsonAtomic(out, { data, seconds: (Date.now() - started) / 1000, table });
+const out = await writeResult(values.out!, { data, seconds: (Date.now() - started) / 1000, table });
 console.log(`wrote ${out} (${((Date.now() - started) / 1000).toFixed(0)} s)`);

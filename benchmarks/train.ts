@@ -24,12 +24,12 @@
  * waiting count as busy, so it errs low). Both are reported, with the load average.
  *
  * Options: --dtype BF16|F32, --seq N (512), --repeats N (3), --threads from
- * DEEPGUARD_THREADS. Writes benchmarks/results/train.json.
+ * DEEPGUARD_THREADS. Writes benchmarks/out/train.json (git-ignored) or --out FILE; the recorded results
+ * are benchmarks/results/train.json.
  */
 import { execFileSync } from "node:child_process";
-import { mkdir, rename, writeFile } from "node:fs/promises";
 import { cpus, homedir, loadavg } from "node:os";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Guard, Model } from "../lib/index.js";
@@ -37,11 +37,10 @@ import { native } from "../lib/native.js";
 import { LoraParameters, trainForward } from "../lib/train/lora.js";
 import { encodeTensor } from "../lib/io/dtype.js";
 import { BENCH_SHAPES, ensureRandomCheckpoint, tensorShapes } from "./support/random-checkpoint.js";
+import { defaultOutput, writeResult } from "./support/output.js";
 
 type Dtype = "F32" | "BF16";
 type Kind = "generation" | "full";
-const here = dirname(fileURLToPath(import.meta.url));
-const repoRoot = join(here, "..", "..");
 const cacheDir = process.env.DEEPGUARD_BENCH_CACHE ?? join(homedir(), ".cache", "deepguard", "bench");
 const shape = BENCH_SHAPES["100m"];
 const ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] as const;
@@ -162,13 +161,6 @@ function gemmPeak(dtype: Dtype, T: number): { forward: number; backwardDx: numbe
   return { forward: f.wall, backwardDx: b.wall, forwardIdle: f.idle, backwardDxIdle: b.idle };
 }
 
-async function writeAtomic(path: string, text: string): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${process.pid}`;
-  await writeFile(tmp, text);
-  await rename(tmp, path);
-}
-
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -177,6 +169,7 @@ async function main(): Promise<void> {
       repeats: { type: "string", default: "3" },
       child: { type: "string" },
       recompute: { type: "boolean" },
+      out: { type: "string", default: defaultOutput("train") },
     },
   });
   const dtype = values.dtype as Dtype;
@@ -232,8 +225,7 @@ async function main(): Promise<void> {
     medians,
     runs,
   };
-  await writeAtomic(join(repoRoot, "benchmarks", "results", "train.json"), JSON.stringify(report, null, 2) + "\n");
-  console.log("\nwrote benchmarks/results/train.json");
+  console.log(`\nwrote ${await writeResult(values.out!, report)}`);
 }
 
 await main();

@@ -216,7 +216,7 @@ Napi::Value TrainForward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 4) ThrowCoded(env, "ERR_ARGUMENT", "trainForward(model, ids, lora, options)");
   auto st = std::make_shared<PassState>();
-  st->model = ModelFromValue(env, info[0]);
+  st->model = UnwrapModel(env, info[0], "model");
   if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
     ThrowCoded(env, "ERR_ARGUMENT", "trainForward: ids must be an Int32Array");
   Napi::Int32Array ids = info[1].As<Napi::Int32Array>();

@@ -289,14 +289,6 @@ std::shared_ptr<dg::Session> UnwrapSession(Napi::Env env, const Napi::Value& v, 
   return NativeSession::Unwrap(v.As<Napi::Object>())->get(env);
 }
 
-std::shared_ptr<dg::Transformer> ModelFromValue(Napi::Env env, Napi::Value v) {
-  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(NativeModel::ctor.Value()))
-    ThrowCoded(env, "ERR_ARGUMENT", "expected a NativeModel");
-  std::shared_ptr<dg::Transformer> m = NativeModel::Unwrap(v.As<Napi::Object>())->model;
-  if (!m) ThrowCoded(env, "ERR_DISPOSED", "this model has been disposed");
-  return m;
-}
-
 void InitModel(Napi::Env env, Napi::Object exports) {
   NativeModel::ctor = Napi::Persistent(NativeModel::Define(env));
   NativeSession::ctor = Napi::Persistent(NativeSession::Define(env));

@@ -15,7 +15,5 @@ void InitModel(Napi::Env env, Napi::Object exports);
 // The live engine behind a NativeModel / NativeSession (ERR_ARGUMENT for other
 // values, ERR_DISPOSED after dispose()).
 std::shared_ptr<dg::Transformer> UnwrapModel(Napi::Env env, const Napi::Value& v, const char* what);
-// The engine behind a NativeModel object (ERR_ARGUMENT if v is not one, ERR_DISPOSED after dispose()).
-std::shared_ptr<dg::Transformer> ModelFromValue(Napi::Env env, Napi::Value v);
 std::shared_ptr<dg::Session> UnwrapSession(Napi::Env env, const Napi::Value& v, const std::string& what);
 }  // namespace dg_bind

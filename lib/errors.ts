@@ -75,7 +75,12 @@ export function wrapNativeError(err: unknown, where?: string): DeepGuardError {
   return new DeepGuardError("ERR_NATIVE", prefix + String(err));
 }
 
-/** Throws ERR_ABORTED (the signal's reason as cause) when `signal` has fired. */
+/** The error for an aborted call: ERR_ABORTED with the signal's reason as cause. */
+export function abortError(signal: AbortSignal | undefined, what: string, detail?: string): DeepGuardError {
+  return new DeepGuardError("ERR_ABORTED", `${what} was aborted${detail ? `: ${detail}` : ""}`, { cause: signal?.reason });
+}
+
+/** Throws abortError(signal, what) when `signal` has fired. */
 export function throwIfAborted(signal: AbortSignal | undefined, what: string): void {
-  if (signal?.aborted) throw new DeepGuardError("ERR_ABORTED", `${what} was aborted`, { cause: signal.reason });
+  if (signal?.aborted) throw abortError(signal, what);
 }

@@ -47,6 +47,26 @@ export interface NativeModel {
   dispose(): void;
 }
 
+/** LoRA factors for one training pass: JS-owned f32 arrays, held by the pass until disposed. */
+export interface NativeLoraTrainSpec {
+  rank: number;
+  scale: number;
+  dropout: number;
+  seed: number;
+  factors: { layer: number; target: string; a: Float32Array; b: Float32Array; ga?: Float32Array; gb?: Float32Array }[];
+}
+
+/** A training forward's result and saved activations (bindings/lora_train_binding.cpp). */
+export interface NativeTrainPass {
+  readonly ce: number;
+  readonly kl: number;
+  readonly activationBytes: number;
+  readonly hidden: Float32Array[];
+  readonly logits?: Float32Array;
+  backward(options: { ceCoef: number; klCoef: number; dHidden?: (Float32Array | null)[] }): Promise<void>;
+  dispose(): void;
+}
+
 /** One request to the serving scheduler (bindings/serve_binding.cpp). */
 export interface NativeServeRequest {
   kind: "eval" | "generate";
@@ -104,26 +124,6 @@ export interface NativeSchedulerHandle {
   close(): void;
 }
 
-/** LoRA factors for one training pass: JS-owned f32 arrays, held by the pass until disposed. */
-export interface NativeLoraTrainSpec {
-  rank: number;
-  scale: number;
-  dropout: number;
-  seed: number;
-  factors: { layer: number; target: string; a: Float32Array; b: Float32Array; ga?: Float32Array; gb?: Float32Array }[];
-}
-
-/** A training forward's result and saved activations (bindings/lora_train_binding.cpp). */
-export interface NativeTrainPass {
-  readonly ce: number;
-  readonly kl: number;
-  readonly activationBytes: number;
-  readonly hidden: Float32Array[];
-  readonly logits?: Float32Array;
-  backward(options: { ceCoef: number; klCoef: number; dHidden?: (Float32Array | null)[] }): Promise<void>;
-  dispose(): void;
-}
-
 export interface NativeSamplingParams {
   temperature: number;
   topK: number;
@@ -146,7 +146,6 @@ export interface NativeAddon {
   ): Promise<void>;
   /** Global L2 norm of all grads (float64), scaled in place to maxNorm when above it; resolves to the norm before. */
   clipGradients(grads: Float32Array[], maxNorm: number): Promise<number>;
-  NativeScheduler: new (model: NativeModel, options: { prefillChunk: number; maxPositions: number }) => NativeSchedulerHandle;
   trainForward(
     model: NativeModel,
     ids: Int32Array,
@@ -177,6 +176,7 @@ export interface NativeAddon {
     tape: NativeGuardTape,
     dTokens: Float32Array[],
   ): Promise<Float32Array[][]>;
+  NativeScheduler: new (model: NativeModel, options: { prefillChunk: number; maxPositions: number }) => NativeSchedulerHandle;
   systemInfo(): { isa: string; bestIsa: string; threads: number; avx2: boolean; avx512f: boolean; avx512bf16: boolean };
 }
 

@@ -10,11 +10,11 @@
  *   deepguard tokenizer train --corpus <file-or-dir> --out <dir> [--vocab 8192]
  *   deepguard corpus build|pack ...
  *   deepguard probe <model-dir> --data <sven-path> --out <dir> [--folds 5] [--seed S] [--pooling mean|changed] [--max-tokens N] [--json]
+ *   deepguard eval ... / deepguard eval report ... / deepguard check ... (lib/cli/eval.ts, lib/cli/check.ts)
  *   deepguard guard train <model-dir> --data <path> --val <path> --out <dir> [--layers a-b] [--aggregation ...] [--epochs N] [--seed S]
+ *   deepguard scan <model-dir> --guard <dir> <file> [--html <out.html>] [--json]
  *   deepguard generate <model-dir> "<prompt>" --guard <dir> [--adapter <dir>] [--interval 64] [--strength 1] [--n 4]
  *   deepguard bench-k <model-dir> [--guard <dir>] [--k 1,2,...,inf] [--tokens 256] [--json] [--out <dir>]
- *   deepguard scan <model-dir> --guard <dir> <file> [--html <out.html>] [--json]
- *   deepguard eval ... / deepguard eval report ... / deepguard check ... (lib/cli/eval.ts, lib/cli/check.ts)
  * A prompt may start with "-": anything that is not one of the command's flags is a positional.
  */
 import { parseArgs } from "node:util";
@@ -24,12 +24,12 @@ import { writeForwardJson } from "./forward-json.js";
 import { CORPUS_USAGE, corpusCommand } from "./corpus.js";
 import { TOKENIZER_USAGE, tokenizerCommand } from "./tokenizer.js";
 import { PROBE_USAGE, probeCommand } from "./probe.js";
+import { CHECK_USAGE, checkCommand } from "./check.js";
+import { EVAL_USAGE, evalCommand } from "./eval.js";
 import { TRAIN_USAGE, trainCommand } from "./train.js";
 import { GUARD_TRAIN_USAGE, guardCommand } from "./guard-train.js";
 import { SCAN_USAGE, scanCommand } from "./scan.js";
 import { BENCH_K_USAGE, GUIDED_USAGE, benchKCommand, guidedGenerateCommand, isGuidedGenerate } from "./guided.js";
-import { CHECK_USAGE, checkCommand } from "./check.js";
-import { EVAL_USAGE, evalCommand } from "./eval.js";
 
 const USAGE = `usage:
   deepguard inspect <model-dir> [--json]
@@ -38,13 +38,13 @@ const USAGE = `usage:
   ${TOKENIZER_USAGE}
   ${CORPUS_USAGE}
   ${PROBE_USAGE}
-  ${GUARD_TRAIN_USAGE}
-  ${SCAN_USAGE}
-  ${GUIDED_USAGE}
-  ${BENCH_K_USAGE}
 ${EVAL_USAGE}
 ${CHECK_USAGE}
-  ${TRAIN_USAGE}`;
+  ${GUARD_TRAIN_USAGE}
+  ${SCAN_USAGE}
+  ${TRAIN_USAGE}
+  ${GUIDED_USAGE}
+  ${BENCH_K_USAGE}`;
 
 class UsageError extends DeepGuardError {
   constructor(message: string) {
@@ -234,11 +234,11 @@ async function main(argv: string[]): Promise<number> {
     else if (command === "tokenizer") await tokenizerCommand(rest);
     else if (command === "corpus") await corpusCommand(rest);
     else if (command === "probe") await probeCommand(rest);
+    else if (command === "eval") await evalCommand(rest, (m) => new UsageError(m));
+    else if (command === "check") await checkCommand(rest, (m) => new UsageError(m));
     else if (command === "train") await trainCommand(rest);
     else if (command === "guard") await guardCommand(rest);
     else if (command === "scan") await scanCommand(rest);
-    else if (command === "eval") await evalCommand(rest, (m) => new UsageError(m));
-    else if (command === "check") await checkCommand(rest, (m) => new UsageError(m));
     else if (command === undefined || command === "--help" || command === "-h") {
       process.stdout.write(USAGE + "\n");
       return command === undefined ? 2 : 0;

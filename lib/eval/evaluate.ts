@@ -12,7 +12,7 @@
 import { appendFile, mkdir, readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { z } from "zod";
-import { DeepGuardError } from "../errors.js";
+import { DeepGuardError, throwIfAborted } from "../errors.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import type { Model } from "../model/model.js";
 import { parseOptions } from "../validate.js";
@@ -348,7 +348,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
     });
     const pending = Array.from({ length: o.samples }, (_, i) => i).filter((i) => !known.has(`${s.id}#${i}`));
     for (let b = 0; b < pending.length; b += o.batchSize) {
-      signal?.throwIfAborted();
+      throwIfAborted(signal, "evaluate");
       const batch = pending.slice(b, b + o.batchSize);
       o.onProgress?.({ done, total, scenario: s.id, phase: "generate" });
       const g0 = Date.now();
@@ -443,7 +443,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
       await Promise.all(
         Array.from({ length: Math.min(o.concurrency, todo.length) }, async () => {
           for (let t = todo.shift(); t; t = todo.shift()) {
-            signal?.throwIfAborted();
+            throwIfAborted(signal, "evaluate");
             await judge(t);
           }
         }),

@@ -31,8 +31,11 @@ export function modelGenerator(model: Model, options: { name?: string } = {}): C
     async complete(requests) {
       return Promise.all(
         requests.map(async (r) => {
+          // A completion stops at the end of the model's context rather than failing the
+          // whole evaluation (a prompt that alone fills the context still fails, by name).
+          const room = model.config.maxPositionEmbeddings - model.tokenize(r.prompt).length + 1;
           const res = await model.complete(r.prompt, {
-            maxTokens: r.maxTokens,
+            maxTokens: Math.max(1, Math.min(r.maxTokens, room)),
             temperature: r.temperature,
             topP: r.topP,
             seed: r.seed,

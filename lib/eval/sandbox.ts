@@ -27,7 +27,7 @@ import { accessSync, constants, existsSync, realpathSync, statSync } from "node:
 import { chown, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { delimiter, dirname, join } from "node:path";
-import { DeepGuardError } from "../errors.js";
+import { DeepGuardError, throwIfAborted } from "../errors.js";
 
 export type IsolationMode = "bwrap" | "unshare" | "none";
 
@@ -310,7 +310,7 @@ export async function runSandboxed(opts: RunOptions): Promise<RunResult> {
   });
   clearTimeout(timer);
   opts.signal?.removeEventListener("abort", onAbort);
-  if (opts.signal?.aborted) throw new DeepGuardError("ERR_ABORTED", "sandboxed run aborted", { cause: opts.signal.reason });
+  throwIfAborted(opts.signal, "the sandboxed run");
   // bwrap and unshare report a program killed by a signal as exit status 128 + n.
   let sig = signal;
   let code = exitCode;

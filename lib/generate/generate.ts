@@ -3,13 +3,13 @@
  * top-k, top-p, seeded), stop strings, EOS, max tokens and AbortSignal.
  */
 import { z } from "zod";
-import { DeepGuardError } from "../errors.js";
+import { abortError, DeepGuardError, throwIfAborted } from "../errors.js";
 import { parseOptions, signalSchema } from "../validate.js";
 import { resolveHiddenStates, type ModelSession } from "../model/session.js";
 import { Matrix } from "../model/tensor.js";
 import type { Tokenizer } from "../model/tokenizer.js";
 import { stepHookSchema, type StepHook } from "../serve/hook.js";
-import { abortError, Scheduler } from "../serve/scheduler.js";
+import { Scheduler } from "../serve/scheduler.js";
 
 export interface SamplingOptions {
   /** 0 (default) = greedy. */
@@ -186,7 +186,7 @@ export async function* generateTokens(
 ): AsyncGenerator<GenerationChunk, GenerationResult> {
   const { signal, hook } = opts;
   const { tokenizer } = ctx;
-  if (signal?.aborted) throw abortError(signal, "generate");
+  throwIfAborted(signal, "generate");
   const capture = resolveHiddenStates(hook?.hiddenStates, ctx.numLayers);
   if (hook?.logitBias && hook.logitBias.length !== ctx.vocabSize) {
     throw new DeepGuardError("ERR_ARGUMENT", `generate option "hook.logitBias": needs ${ctx.vocabSize} entries (the vocabulary), got ${hook.logitBias.length}`);

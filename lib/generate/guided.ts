@@ -23,12 +23,12 @@
  *   const r = await gen.complete(prompt, { maxTokens: 256, n: 8 });                    // one batch
  */
 import { z } from "zod";
-import { DeepGuardError } from "../errors.js";
+import { abortError, DeepGuardError } from "../errors.js";
 import { parseOptions, signalSchema } from "../validate.js";
 import type { Model } from "../model/model.js";
 import { toTokenArray, type ModelSession } from "../model/session.js";
 import type { Guard, GuardScorer, HiddenBatchItem } from "../guard/guard.js";
-import { abortError, Scheduler, type RequestStream } from "../serve/scheduler.js";
+import { Scheduler, type RequestStream } from "../serve/scheduler.js";
 import type { NativeServeEvent, NativeServeRequest } from "../native-types.js";
 import { TextStream, type FinishReason, type SamplingOptions } from "./generate.js";
 

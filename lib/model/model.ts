@@ -11,7 +11,7 @@ import { join, resolve } from "node:path";
 import { readAdapter, type AdapterInfo } from "./adapter.js";
 import { locateCheckpoint } from "./checkpoint.js";
 import { readGenerationEosIds, readModelConfig, toNativeConfig, type ModelConfig } from "./config.js";
-import { DeepGuardError, wrapNativeError } from "../errors.js";
+import { DeepGuardError, throwIfAborted, wrapNativeError } from "../errors.js";
 import {
   generateTokens,
   resolveGenerateOptions,
@@ -23,7 +23,7 @@ import {
 import { native } from "../native.js";
 import { parseOptions, signalSchema } from "../validate.js";
 import type { NativeModel } from "../native-types.js";
-import { abortError, Scheduler, type SchedulerStats } from "../serve/scheduler.js";
+import { Scheduler, type SchedulerStats } from "../serve/scheduler.js";
 import { z } from "zod";
 import { evalBatch, ModelSession, toTokenArray, type EvalOptions, type EvalResult } from "./session.js";
 import { Tokenizer } from "./tokenizer.js";
@@ -126,8 +126,8 @@ export class Model {
     this.config = config;
     this.tokenizer = tokenizer;
     this.#engine = engine;
-    this.#scheduler = scheduler;
     engines.set(this, engine);
+    this.#scheduler = scheduler;
     this.info = info;
     // Generation stops at any end-of-sequence id that config.json,
     // generation_config.json or the tokenizer names.
@@ -150,12 +150,12 @@ export class Model {
     const dir = resolve(directory);
     const st = await stat(dir).catch(() => null);
     if (!st?.isDirectory()) throw new DeepGuardError("ERR_CHECKPOINT", `${dir} is not a directory`);
-    if (signal?.aborted) throw abortError(signal, "Model.load");
+    throwIfAborted(signal, "Model.load");
     const config = await readModelConfig(join(dir, "config.json"));
     const generationEos = await readGenerationEosIds(join(dir, "generation_config.json"));
     const files = await locateCheckpoint(dir);
     const tokenizer = await Tokenizer.fromDirectory(dir);
-    if (signal?.aborted) throw abortError(signal, "Model.load");
+    throwIfAborted(signal, "Model.load");
     let engine: NativeModel;
     try {
       engine = await native().loadModel(toNativeConfig(config), files.files, files.tensors, { mmap });

@@ -4,9 +4,9 @@
  * sessions may share one Model and run concurrently (and be batched together).
  */
 import { z } from "zod";
-import { DeepGuardError, wrapNativeError } from "../errors.js";
+import { DeepGuardError, throwIfAborted, wrapNativeError } from "../errors.js";
 import type { NativeModel, NativeSession } from "../native-types.js";
-import { abortError, type Scheduler } from "../serve/scheduler.js";
+import type { Scheduler } from "../serve/scheduler.js";
 import { parseOptions, signalSchema } from "../validate.js";
 import { Matrix } from "./tensor.js";
 
@@ -167,7 +167,7 @@ export async function evalBatch(
   options: EvalOptions,
 ): Promise<EvalResult[]> {
   const { logits, hiddenStates, adapter, signal } = parseOptions(evalOptionsSchema, options, "eval");
-  if (signal?.aborted) throw abortError(signal, "eval");
+  throwIfAborted(signal, "eval");
   const capture = resolveHiddenStates(hiddenStates, shape.numLayers);
   if (!Array.isArray(items) || items.length === 0) throw new DeepGuardError("ERR_ARGUMENT", "evalBatch needs at least one session");
   // Everything is checked before any session's lock is taken: a bad item must

@@ -7,7 +7,7 @@
  * Nothing here runs on libuv's worker pool, so fs, crypto, zlib and dns never
  * wait on inference.
  */
-import { DeepGuardError, isErrorCode } from "../errors.js";
+import { abortError, DeepGuardError, isErrorCode, throwIfAborted } from "../errors.js";
 import { native } from "../native.js";
 import type { NativeModel, NativeSchedulerHandle, NativeServeEvent, NativeServeRequest } from "../native-types.js";
 
@@ -20,11 +20,6 @@ export interface SchedulerStats {
   maxBatchRows: number;
   /** Prompt tokens one iteration prefills while other sequences decode. */
   prefillChunk: number;
-}
-
-/** The error for an aborted call: ERR_ABORTED with the signal's reason as cause. */
-export function abortError(signal: AbortSignal | undefined, what: string, detail?: string): DeepGuardError {
-  return new DeepGuardError("ERR_ABORTED", `${what} was aborted${detail ? `: ${detail}` : ""}`, { cause: signal?.reason });
 }
 
 function eventError(ev: NativeServeEvent, signal: AbortSignal | undefined, what: string): DeepGuardError {
@@ -88,7 +83,7 @@ export class Scheduler {
    * with ERR_ABORTED once the scheduler has dropped them.
    */
   async evalAll(requests: NativeServeRequest[], signal: AbortSignal | undefined): Promise<NativeServeEvent[]> {
-    if (signal?.aborted) throw abortError(signal, "eval");
+    throwIfAborted(signal, "eval");
     const results: (NativeServeEvent | undefined)[] = new Array(requests.length);
     let left = requests.length;
     let finished!: () => void;
