@@ -20,6 +20,9 @@ export const ERROR_CODES = [
   "ERR_NO_TOKENIZER", // a text API was called on a model without tokenizer.json
   "ERR_OUT_OF_MEMORY", // an allocation failed
   "ERR_PARSE_ARGS_UNKNOWN_OPTION", // CLI: an unknown flag
+  "ERR_QUANT_BLOCK", // a matrix width is not a whole number of quantization blocks
+  "ERR_QUANT_CACHE", // a quantized-weights cache file is unreadable, stale or cannot be written
+  "ERR_QUANT_FORMAT", // an unknown quantization format was requested
   "ERR_SAFETENSORS", // a safetensors file is malformed
   "ERR_SESSION_BUSY", // a session was stepped by two calls at once
   "ERR_TENSOR_SHAPE", // a tensor's shape does not fit the config

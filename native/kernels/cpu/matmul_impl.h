@@ -11,6 +11,16 @@
 
 namespace dg::detail {
 
+// Activations quantized for the block-quantized kernels (matmul_q.cpp): per
+// token row, blocks of 32 int8 values q with an f32 scale d and the int sum s
+// of the block's q, so x[t][32 b + i] ~= d[t][b] * q[t][32 b + i].
+struct QuantActs {
+  const int8_t* q;   // [T][cols]
+  const float* d;    // [T][cols / 32]
+  const int32_t* s;  // [T][cols / 32]
+  const float* ds;   // [T][cols / 32]: d * s, as f32
+};
+
 // One linear_forward call: y[T][rows] = x[T][cols] . W^T (+ bias) (+ y if accumulate).
 struct LinearJob {
   float* y;
@@ -21,12 +31,19 @@ struct LinearJob {
   const float* bias;
   int64_t T;
   bool accumulate;
+  const QuantActs* qx = nullptr;  // set when dtype is block-quantized
 };
 
 // Computes output rows [r0, r1) for every token; r0 is a multiple of 4.
 void linear_rows_scalar(const LinearJob& job, int64_t r0, int64_t r1);
 void linear_rows_avx2(const LinearJob& job, int64_t r0, int64_t r1);
 void linear_rows_avx512(const LinearJob& job, int64_t r0, int64_t r1);
+
+// The same for block-quantized weights (jb.qx set): matmul_q.cpp and
+// matmul_q_avx2.cpp / matmul_q_avx512vnni.cpp.
+void linear_rows_q_scalar(const LinearJob& job, int64_t r0, int64_t r1);
+void linear_rows_q_avx2(const LinearJob& job, int64_t r0, int64_t r1);
+void linear_rows_q_avx512vnni(const LinearJob& job, int64_t r0, int64_t r1);
 
 // A per-thread f32 buffer of at least n floats (reused between calls), so ISA
 // files need no std::vector of their own.
