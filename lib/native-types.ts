@@ -45,7 +45,7 @@ export interface NativeModel {
     tokens: Int32Array[],
     options: { logits: "none" | "last" | "all"; capture: number[]; adapter?: boolean },
   ): Promise<NativeStepResult>;
-  info(): { parameterCount: number; mappedBytes: number };
+  info(): { parameterCount: number; mappedBytes: number; linearBytes: number; linearDtype: string };
   loadAdapter(
     spec: { rank: number; scale: number; targets: string[]; layers: number[] },
     files: string[],
@@ -66,7 +66,11 @@ export interface NativeAddon {
     config: NativeModelConfig,
     files: string[],
     tensors: NativeTensorRef[],
-    options: { mmap: boolean },
+    options: {
+      mmap: boolean;
+      quantize?: "q8_0" | "q4_0" | "q4_k";
+      onProgress?: (progress: { done: number; total: number }) => void;
+    },
   ): Promise<NativeModel>;
   sampleToken(logits: Float32Array, params: Partial<NativeSamplingParams>, u: number): number;
   measureBandwidth(bytes: number, repeats: number): Promise<{ readGBps: number; copyGBps: number }>;

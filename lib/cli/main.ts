@@ -3,18 +3,20 @@
  * deepguard CLI
  *   deepguard inspect <model-dir> [--json]
  *   deepguard forward <model-dir> (--ids 1,2,3 | --text "...") [--json]
+ *   (every command that loads a model takes --quantize q8_0|q4_0|q4_k)
  *     (without --json: each token and its top 5 next-token predictions)
  *   deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
  */
 import { parseArgs } from "node:util";
 import { DeepGuardError } from "../errors.js";
-import { Model } from "../model/model.js";
+import { Model, QUANT_FORMATS, type LoadOptions, type QuantFormat } from "../model/model.js";
 import { writeForwardJson } from "./forward-json.js";
 
 const USAGE = `usage:
   deepguard inspect <model-dir> [--json]
   deepguard forward <model-dir> (--ids 1,2,3 | --text "...") [--json]
-  deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]`;
+  deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
+every command that loads a model also takes --quantize q8_0|q4_0|q4_k (quantize the weights at load)`;
 
 class UsageError extends DeepGuardError {
   constructor(message: string) {
@@ -31,6 +33,17 @@ function numberOption(name: string, raw: string | undefined, integer: boolean): 
   return n;
 }
 
+/** --quantize, shared by every command that loads a model. */
+const quantizeOption = { quantize: { type: "string" } } as const;
+function loadOptions(values: { quantize?: string }): LoadOptions {
+  const q = values.quantize;
+  if (q === undefined) return {};
+  if (!(QUANT_FORMATS as readonly string[]).includes(q)) {
+    throw new UsageError(`--quantize must be one of ${QUANT_FORMATS.join(", ")}, got "${q}"`);
+  }
+  return { quantize: q as QuantFormat };
+}
+
 function parseIds(raw: string): number[] {
   return raw.split(",").map((s, i) => {
     const t = s.trim();
@@ -40,9 +53,9 @@ function parseIds(raw: string): number[] {
 }
 
 async function inspect(args: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({ args, options: { json: { type: "boolean" } }, allowPositionals: true });
+  const { values, positionals } = parseArgs({ args, options: { json: { type: "boolean" }, ...quantizeOption }, allowPositionals: true });
   if (positionals.length !== 1) throw new UsageError("inspect takes one model directory");
-  const { info } = await Model.load(positionals[0]);
+  const { info } = await Model.load(positionals[0], loadOptions(values));
   if (values.json) {
     process.stdout.write(JSON.stringify(info, null, 2) + "\n");
     return;
@@ -56,6 +69,7 @@ async function inspect(args: string[]): Promise<void> {
     ["intermediate size", info.intermediateSize],
     ["vocab size", info.vocabSize],
     ["dtype", info.dtype],
+    ["linear layers", `${info.linearDtype}${info.quantization ? ` (quantized at load: ${info.quantization})` : ""}`],
     ["parameters", info.parameterCount.toLocaleString("en-US")],
     ["weight bytes", info.weightBytes.toLocaleString("en-US")],
     ["tied embeddings", info.tieWordEmbeddings],
@@ -67,12 +81,12 @@ async function inspect(args: string[]): Promise<void> {
 async function forward(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args,
-    options: { ids: { type: "string" }, text: { type: "string" }, json: { type: "boolean" } },
+    options: { ids: { type: "string" }, text: { type: "string" }, json: { type: "boolean" }, ...quantizeOption },
     allowPositionals: true,
   });
   if (positionals.length !== 1) throw new UsageError("forward takes one model directory");
   if ((values.ids === undefined) === (values.text === undefined)) throw new UsageError("forward needs exactly one of --ids or --text");
-  const model = await Model.load(positionals[0]);
+  const model = await Model.load(positionals[0], loadOptions(values));
   const input = values.ids !== undefined ? parseIds(values.ids) : (values.text as string);
   if (values.json) {
     const out = await model.forward(input, { hiddenStates: "all" });
@@ -98,11 +112,12 @@ async function generate(args: string[]): Promise<void> {
       "top-p": { type: "string" },
       "top-k": { type: "string" },
       seed: { type: "string" },
+      ...quantizeOption,
     },
     allowPositionals: true,
   });
   if (positionals.length !== 2) throw new UsageError("generate takes a model directory and a prompt");
-  const model = await Model.load(positionals[0]);
+  const model = await Model.load(positionals[0], loadOptions(values));
   const abort = new AbortController();
   process.once("SIGINT", () => abort.abort());
   const stream = model.generate(positionals[1], {

@@ -83,7 +83,10 @@ void quantize_weights(ModelWeights& w, DType fmt, ThreadPool& pool,
     total_bytes += uint64_t((t.matrix->rows * dtype_row_bytes(t.format, t.matrix->cols) + 63) / 64 * 64);
     total += uint64_t(t.matrix->rows * t.matrix->cols);
   }
-  if (total == 0) return;
+  if (total == 0) {
+    if (progress) progress(0, 0);  // callers may wait for done == total
+    return;
+  }
   auto buf = std::make_shared<HugeBuffer>(total_bytes);
   uint64_t offset = 0, done = 0;
   for (const QuantTarget& t : targets) {

@@ -48,7 +48,8 @@ struct QuantTarget {
 std::vector<QuantTarget> quant_targets(ModelWeights& w, DType fmt);
 
 // Quantizes the targets in place (the matrices then point into one owned
-// buffer, kept in w.owned). progress(done, total) counts weights.
+// buffer, kept in w.owned). progress(done, total) counts weights; its last call
+// always has done == total (0, 0 when nothing is quantized).
 void quantize_weights(ModelWeights& w, DType fmt, ThreadPool& pool,
                       const std::function<void(uint64_t, uint64_t)>& progress = {});
 
