@@ -138,17 +138,20 @@ function activationBound(x: Float32Array, w: Float64Array, T: number, rows: numb
 }
 
 // Sizes: row tails (rows % 4), token tiles and their tails (T up to 9), odd block counts.
+// The last one is wide and long enough that the activations are quantized on
+// several pool threads (a prefill-sized call).
 const SHAPES: { T: number; rows: number; blocks: number }[] = [
   { T: 1, rows: 7, blocks: 3 },
   { T: 3, rows: 13, blocks: 1 },
   { T: 9, rows: 37, blocks: 5 },
+  { T: 67, rows: 6, blocks: 0 },
 ];
 
 for (const f of FORMATS) {
   test(`linear on ${f} weights matches a float64 reference on every ISA (exact activations, bias, accumulate)`, () => {
     const rand = rng(21);
     for (const { T, rows, blocks } of SHAPES) {
-      const cols = blocks * QK[f];
+      const cols = blocks ? blocks * QK[f] : 2048;
       const wf = randomF32(rows * cols, rand, 0.5);
       const bytes = ops.quantize(wf, rows, cols, f);
       const { w } = decodeMatrix(f, bytes, rows, cols);

@@ -94,10 +94,14 @@ void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, i
     xd.resize(size_t(T * nb));
     xs.resize(size_t(T * nb));
     xds.resize(size_t(T * nb));
+    // Plain pointers: inside the lambda a thread_local name would be the worker's own.
+    int8_t* q = xq.data();
+    float *d = xd.data(), *ds = xds.data();
+    int32_t* s = xs.data();
     pool.parallel_for(T, [&](int64_t t0, int64_t t1) {
-      detail::quantize_acts_rows(x, cols, t0, t1, xq.data(), xd.data(), xs.data(), xds.data());
+      detail::quantize_acts_rows(x, cols, t0, t1, q, d, s, ds);
     }, std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(cols, 1)));
-    qx = {xq.data(), xd.data(), xs.data(), xds.data()};
+    qx = {q, d, s, ds};
     for (auto& jb : jobs) jb.qx = &qx;
   }
   // A chunk should be worth waking a thread for: ~64k multiply-adds when the
