@@ -88,7 +88,8 @@ void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, i
   thread_local std::vector<float> xd, xds;
   thread_local std::vector<int32_t> xs;
   detail::QuantActs qx{};
-  if (quantized) {
+  // The SIMD kernels take f32 activations from kQuantPrefillTokens tokens on.
+  if (quantized && (T < detail::kQuantPrefillTokens || rows_q_fn == detail::linear_rows_q_scalar)) {
     const int64_t nb = cols / 32;
     xq.resize(size_t(T * cols));
     xd.resize(size_t(T * nb));

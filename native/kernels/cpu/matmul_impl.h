@@ -39,8 +39,12 @@ void linear_rows_scalar(const LinearJob& job, int64_t r0, int64_t r1);
 void linear_rows_avx2(const LinearJob& job, int64_t r0, int64_t r1);
 void linear_rows_avx512(const LinearJob& job, int64_t r0, int64_t r1);
 
-// The same for block-quantized weights (jb.qx set): matmul_q.cpp and
-// matmul_q_avx2.cpp / matmul_q_avx512vnni.cpp.
+// The same for block-quantized weights: matmul_q.cpp and
+// matmul_q_avx2.cpp / matmul_q_avx512vnni.cpp. The SIMD ones take int8
+// activations (jb.qx) below kQuantPrefillTokens tokens and f32 ones (jb.x, with
+// the weights dequantized to f16 per row block) from there on; the scalar one
+// always takes jb.qx.
+constexpr int64_t kQuantPrefillTokens = 16;
 void linear_rows_q_scalar(const LinearJob& job, int64_t r0, int64_t r1);
 void linear_rows_q_avx2(const LinearJob& job, int64_t r0, int64_t r1);
 void linear_rows_q_avx512vnni(const LinearJob& job, int64_t r0, int64_t r1);

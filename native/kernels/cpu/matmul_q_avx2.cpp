@@ -3,6 +3,7 @@
 // saturates at 16 bits, so signed Q8_0 codes use the sign trick (|q| times w
 // with q's sign), which stays below 2 * 127 * 127 and is exact.
 #if defined(DG_X86)
+#include "kernels/cpu/simd_avx2.h"
 #include "kernels/cpu/quant_tile.h"
 
 namespace dg::detail {
@@ -22,7 +23,7 @@ struct QAvx2 {
 
 }  // namespace
 
-void linear_rows_q_avx2(const LinearJob& jb, int64_t r0, int64_t r1) { linear_rows_q<QAvx2>(jb, r0, r1); }
+void linear_rows_q_avx2(const LinearJob& jb, int64_t r0, int64_t r1) { linear_rows_q<QAvx2, Avx2>(jb, r0, r1); }
 
 }  // namespace dg::detail
 #endif  // DG_X86

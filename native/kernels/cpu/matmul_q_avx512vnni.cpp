@@ -4,6 +4,7 @@
 // Q8_0 codes are flipped to unsigned (w + 128); the tile starts each integer
 // sum at -128 * sum(q) to pay that back.
 #if defined(DG_X86)
+#include "kernels/cpu/simd_avx512.h"
 #include "kernels/cpu/quant_tile.h"
 
 namespace dg::detail {
@@ -19,7 +20,7 @@ struct QVnni {
 
 }  // namespace
 
-void linear_rows_q_avx512vnni(const LinearJob& jb, int64_t r0, int64_t r1) { linear_rows_q<QVnni>(jb, r0, r1); }
+void linear_rows_q_avx512vnni(const LinearJob& jb, int64_t r0, int64_t r1) { linear_rows_q<QVnni, Avx512>(jb, r0, r1); }
 
 }  // namespace dg::detail
 #endif  // DG_X86
