@@ -10,6 +10,7 @@
 #include "bindings/convert.h"
 #include "core/thread_pool.h"
 #include "model/transformer.h"
+#include "quant/cache.h"
 #include "quant/formats.h"
 #include "quant/quantize.h"
 
@@ -90,6 +91,7 @@ struct QuantRequest {
   dg::DType format = dg::DType::Q8_0;
   Napi::ThreadSafeFunction progress;  // called with (done, total) weights; empty if none
   bool has_progress = false;
+  std::string cache_path;  // non-empty: load from / write to this quantized-weights cache
 };
 
 class LoadWorker : public CodedWorker {
@@ -106,7 +108,7 @@ class LoadWorker : public CodedWorker {
   void Compute() override {
     dg::ModelWeights w = dg::load_weights(cfg_, files_, tensors_, mode_);
     if (quant_.enabled) {
-      dg::quantize_weights(w, quant_.format, dg::ThreadPool::global(), [this](uint64_t done, uint64_t total) {
+      auto report = [this](uint64_t done, uint64_t total) {
         if (!quant_.has_progress) return;
         auto* p = new std::pair<double, double>(double(done), double(total));
         if (quant_.progress.NonBlockingCall(p, [](Napi::Env env, Napi::Function fn, std::pair<double, double>* v) {
@@ -117,7 +119,22 @@ class LoadWorker : public CodedWorker {
               fn.Call({o});
             }) != napi_ok)
           delete p;
-      });
+      };
+      uint64_t fingerprint = 0;
+      if (!quant_.cache_path.empty()) {
+        fingerprint = dg::quant_fingerprint(cfg_, files_, quant_.format);
+        if (dg::load_quant_cache(quant_.cache_path, w, quant_.format, fingerprint, mode_)) {
+          cache_state_ = "loaded";
+          report(1, 1);  // nothing left to quantize
+        }
+      }
+      if (cache_state_.empty()) {
+        dg::quantize_weights(w, quant_.format, dg::ThreadPool::global(), report);
+        if (!quant_.cache_path.empty()) {
+          dg::write_quant_cache(quant_.cache_path, w, quant_.format, fingerprint);
+          cache_state_ = "written";
+        }
+      }
     }
     model_ = std::make_shared<Transformer>(cfg_, std::move(w));
   }
@@ -130,6 +147,7 @@ class LoadWorker : public CodedWorker {
   dg::MappedFile::Mode mode_;
   Napi::FunctionReference ctor_;
   QuantRequest quant_;
+  std::string cache_state_;  // "", "loaded" or "written"
   std::shared_ptr<Transformer> model_;
   friend class NativeModel;
 };
@@ -243,6 +261,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   }
   explicit NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info) {}
   std::shared_ptr<Transformer> model;
+  std::string quant_cache;  // how a quantized-weights cache was used: "", "loaded", "written"
 
  private:
   // The live model; throws ERR_DISPOSED after dispose().
@@ -353,6 +372,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       for (const dg::Linear* l : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) add(l->w);
     add(w.lm_head);
     o.Set("linearBytes", double(linear_bytes));
+    o.Set("quantCache", quant_cache);
     o.Set("linearDtype", dtypes);
     return o;
   }
@@ -362,6 +382,7 @@ Napi::FunctionReference NativeModel::ctor;
 Napi::Value LoadWorker::Result(Napi::Env) {
   Napi::Object obj = ctor_.New({});
   NativeModel::Unwrap(obj)->model = model_;
+  NativeModel::Unwrap(obj)->quant_cache = cache_state_;
   return obj;
 }
 
@@ -389,6 +410,9 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     } else if (!cb.IsUndefined()) {
       ThrowCoded(env, "ERR_ARGUMENT", "onProgress must be a function");
     }
+    Napi::Value cache = opts.Get("cacheFile");
+    if (cache.IsString()) quant.cache_path = cache.As<Napi::String>().Utf8Value();
+    else if (!cache.IsUndefined()) ThrowCoded(env, "ERR_ARGUMENT", "cacheFile must be a string");
   }
   auto* w = new LoadWorker(env, std::move(cfg), std::move(files), std::move(tensors),
                            mmap ? dg::MappedFile::Mode::Map : dg::MappedFile::Mode::Read, NativeModel::ctor.Value(),

@@ -45,7 +45,7 @@ export interface NativeModel {
     tokens: Int32Array[],
     options: { logits: "none" | "last" | "all"; capture: number[]; adapter?: boolean },
   ): Promise<NativeStepResult>;
-  info(): { parameterCount: number; mappedBytes: number; linearBytes: number; linearDtype: string };
+  info(): { parameterCount: number; mappedBytes: number; linearBytes: number; linearDtype: string; quantCache: string };
   loadAdapter(
     spec: { rank: number; scale: number; targets: string[]; layers: number[] },
     files: string[],
@@ -70,6 +70,7 @@ export interface NativeAddon {
       mmap: boolean;
       quantize?: "q8_0" | "q4_0" | "q4_k";
       onProgress?: (progress: { done: number; total: number }) => void;
+      cacheFile?: string;
     },
   ): Promise<NativeModel>;
   sampleToken(logits: Float32Array, params: Partial<NativeSamplingParams>, u: number): number;

@@ -3,7 +3,7 @@
  * deepguard CLI
  *   deepguard inspect <model-dir> [--json]
  *   deepguard forward <model-dir> (--ids 1,2,3 | --text "...") [--json]
- *   (every command that loads a model takes --quantize q8_0|q4_0|q4_k)
+ *   (every command that loads a model takes --quantize q8_0|q4_0|q4_k [--quant-cache])
  *     (without --json: each token and its top 5 next-token predictions)
  *   deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
  */
@@ -16,7 +16,8 @@ const USAGE = `usage:
   deepguard inspect <model-dir> [--json]
   deepguard forward <model-dir> (--ids 1,2,3 | --text "...") [--json]
   deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
-every command that loads a model also takes --quantize q8_0|q4_0|q4_k (quantize the weights at load)`;
+every command that loads a model also takes --quantize q8_0|q4_0|q4_k (quantize the weights at load)
+  and --quant-cache (keep them in <model-dir>/deepguard-<format>.dgq for the next load)`;
 
 class UsageError extends DeepGuardError {
   constructor(message: string) {
@@ -34,14 +35,17 @@ function numberOption(name: string, raw: string | undefined, integer: boolean): 
 }
 
 /** --quantize, shared by every command that loads a model. */
-const quantizeOption = { quantize: { type: "string" } } as const;
-function loadOptions(values: { quantize?: string }): LoadOptions {
+const quantizeOption = { quantize: { type: "string" }, "quant-cache": { type: "boolean" } } as const;
+function loadOptions(values: { quantize?: string; "quant-cache"?: boolean }): LoadOptions {
   const q = values.quantize;
-  if (q === undefined) return {};
+  if (q === undefined) {
+    if (values["quant-cache"]) throw new UsageError("--quant-cache needs --quantize");
+    return {};
+  }
   if (!(QUANT_FORMATS as readonly string[]).includes(q)) {
     throw new UsageError(`--quantize must be one of ${QUANT_FORMATS.join(", ")}, got "${q}"`);
   }
-  return { quantize: q as QuantFormat };
+  return { quantize: q as QuantFormat, ...(values["quant-cache"] ? { quantCache: true } : {}) };
 }
 
 function parseIds(raw: string): number[] {

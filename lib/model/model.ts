@@ -42,6 +42,14 @@ export interface LoadOptions {
    * their stored precision. Runs on all cores.
    */
   quantize?: QuantFormat;
+  /**
+   * With `quantize`: keep the quantized weights in a cache file so the next load
+   * maps it instead of quantizing. true: `<dir>/deepguard-<format>.dgq`; a string:
+   * that path. The file records a fingerprint of the source (file sizes,
+   * modification times, safetensors headers) and is rebuilt when it does not
+   * match; it is written atomically (README, "Quantized weights").
+   */
+  quantCache?: boolean | string;
   /** Called with the weights quantized so far while `quantize` runs. */
   onProgress?: (progress: { done: number; total: number }) => void;
   signal?: AbortSignal;
@@ -69,6 +77,8 @@ export interface ModelInfo {
   linearDtype: string;
   /** Bytes of all linear weights and the LM head as the kernels read them (per decoded token). */
   linearBytes: number;
+  /** How the quantized-weights cache was used: "loaded", "written", or null (none). */
+  quantCache: "loaded" | "written" | null;
   parameterCount: number;
   weightBytes: number;
   tieWordEmbeddings: boolean;
@@ -88,6 +98,7 @@ const loadOptionsSchema = z
   .object({
     mmap: z.boolean().default(true),
     quantize: z.enum(QUANT_FORMATS).optional(),
+    quantCache: z.union([z.boolean(), z.string().min(1)]).optional(),
     onProgress: z.function().optional(),
     signal: signalSchema,
   })
@@ -134,7 +145,10 @@ export class Model {
     if (q !== undefined && !(QUANT_FORMATS as readonly unknown[]).includes(q)) {
       throw new DeepGuardError("ERR_QUANT_FORMAT", `Model.load option "quantize": unknown format ${JSON.stringify(q)}; expected one of ${QUANT_FORMATS.join(", ")}`);
     }
-    const { mmap, quantize, onProgress, signal } = parseOptions(loadOptionsSchema, options, "Model.load");
+    const { mmap, quantize, quantCache, onProgress, signal } = parseOptions(loadOptionsSchema, options, "Model.load");
+    if (quantCache !== undefined && quantCache !== false && !quantize) {
+      throw new DeepGuardError("ERR_ARGUMENT", `Model.load option "quantCache" needs "quantize"`);
+    }
     const dir = resolve(directory);
     const st = await stat(dir).catch(() => null);
     if (!st?.isDirectory()) throw new DeepGuardError("ERR_CHECKPOINT", `${dir} is not a directory`);
@@ -168,6 +182,9 @@ export class Model {
         mmap,
         ...(quantize ? { quantize } : {}),
         ...(progress ? { onProgress: progress } : {}),
+        ...(quantize && quantCache
+          ? { cacheFile: typeof quantCache === "string" ? resolve(quantCache) : join(dir, `deepguard-${quantize}.dgq`) }
+          : {}),
       });
       await progressDone;
     } catch (err) {
@@ -192,6 +209,7 @@ export class Model {
       quantization: quantize ?? null,
       linearDtype: nativeInfo.linearDtype,
       linearBytes: nativeInfo.linearBytes,
+      quantCache: nativeInfo.quantCache === "loaded" || nativeInfo.quantCache === "written" ? nativeInfo.quantCache : null,
       parameterCount: nativeInfo.parameterCount,
       weightBytes: files.totalBytes,
       tieWordEmbeddings: config.tieWordEmbeddings,
