@@ -11,6 +11,7 @@ namespace {
 
 struct QAvx2 {
   static constexpr int kTM = 2;  // 8 accumulators + 4 weight vectors of 16 ymm
+  static constexpr bool kHoistScales = false;
   static constexpr int kSignedBias = 0;
   static __m256i dot_u8(__m256i acc, __m256i u, __m256i q) {
     return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, q), _mm256_set1_epi16(1)));

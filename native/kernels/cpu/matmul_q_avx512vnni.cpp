@@ -12,6 +12,7 @@ namespace {
 
 struct QVnni {
   static constexpr int kTM = 4;  // 16 accumulators + 4 weight vectors of 32 ymm
+  static constexpr bool kHoistScales = true;
   static constexpr int kSignedBias = 128;
   static __m256i dot_u8(__m256i acc, __m256i u, __m256i q) { return _mm256_dpbusd_epi32(acc, u, q); }
   static __m256i prep_s8(__m256i w) { return _mm256_xor_si256(w, _mm256_set1_epi8(char(0x80))); }

@@ -16,7 +16,7 @@
 // 256-block. At one token tile (decode) the weights stream from DRAM once,
 // with software prefetch a few tiles ahead.
 //
-// V provides: kTM, kSignedBias (what dot_s8 adds per unit of sum(q)),
+// V provides: kTM, kHoistScales (keep row scales broadcast in registers), kSignedBias (what dot_s8 adds per unit of sum(q)),
 // dot_u8(acc, u, q) = acc + sum over 4-byte groups of u * q (u unsigned),
 // For many tokens (prefill, T >= kQuantPrefillTokens) the same entry point instead
 // dequantizes each L2-sized block of rows to f32 once (a few ops per weight)
@@ -127,14 +127,20 @@ void qtile(const LinearJob& jb, int64_t t0, int64_t r, const char* w, int64_t ld
         wv[j] = F::load(blk[j], sub);
         if constexpr (F::kSigned) wv[j] = V::prep_s8(wv[j]);
       }
+      __m256 av[NR];
+      if constexpr (V::kHoistScales)
+        for (int j = 0; j < NR; ++j) av[j] = _mm256_set1_ps(a[j][sub]);
       for (int t = 0; t < TM; ++t) {
         const int64_t tb = (t0 + t) * nb + b;
         const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + (t0 + t) * K + 32 * b));
         const __m256i init = kBias ? _mm256_zextsi128_si256(_mm_cvtsi32_si128(-kBias * x.s[tb])) : _mm256_setzero_si256();
         const float dx = x.d[tb];
+        const __m256 dxv = _mm256_set1_ps(dx);
         for (int j = 0; j < NR; ++j) {
           const __m256i dot = F::kSigned ? V::dot_s8(init, wv[j], xv) : V::dot_u8(init, wv[j], xv);
-          acc[t][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(a[j][sub] * dx), acc[t][j]);
+          // With 32 registers the row scales stay broadcast: one vmulps per product.
+          const __m256 scale = V::kHoistScales ? _mm256_mul_ps(av[j], dxv) : _mm256_set1_ps(a[j][sub] * dx);
+          acc[t][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[t][j]);
         }
       }
     }
