@@ -108,7 +108,15 @@ Napi::Value LinearQ(const Napi::CallbackInfo& info) {
 Napi::Value QuantInfo(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("avx512vnni", dg::cpu_features().avx512vnni);
+  o.Set("amx", dg::quant_amx_active());
   return o;
+}
+
+// setQuantAmx(enabled): AMX for quantized prefill on or off (when the CPU has it).
+Napi::Value SetQuantAmx(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsBoolean()) Bad(info.Env(), "setQuantAmx needs a boolean");
+  dg::set_quant_amx(info[0].As<Napi::Boolean>().Value());
+  return info.Env().Undefined();
 }
 
 }  // namespace
@@ -118,6 +126,7 @@ void AddQuantTestingOps(Napi::Env env, Napi::Object& o) {
   o.Set("dequantize", Napi::Function::New(env, Dequantize, "dequantize"));
   o.Set("linearQ", Napi::Function::New(env, LinearQ, "linearQ"));
   o.Set("quantInfo", Napi::Function::New(env, QuantInfo, "quantInfo"));
+  o.Set("setQuantAmx", Napi::Function::New(env, SetQuantAmx, "setQuantAmx"));
 }
 
 }  // namespace dg_bind

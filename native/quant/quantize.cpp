@@ -1,6 +1,7 @@
 #include "quant/quantize.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -25,6 +26,18 @@ HugeBuffer::HugeBuffer(uint64_t bytes) : size_(bytes) {
 HugeBuffer::~HugeBuffer() {
   if (data_) munmap(data_, mapped_);
 }
+
+namespace {
+
+// MADV_DONTNEED on the whole pages inside [p, p + n).
+void release_pages(const void* p, uint64_t n) {
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+}
+
+}  // namespace
 
 DType quant_format_for(DType requested, DType stored, int64_t cols) {
   if (dtype_is_quantized(stored)) return stored;
@@ -98,6 +111,12 @@ void quantize_weights(ModelWeights& w, DType fmt, ThreadPool& pool,
     });
     done += uint64_t(m.rows * m.cols);
     offset += uint64_t((m.rows * dtype_row_bytes(t.format, m.cols) + 63) / 64 * 64);
+    // Nothing reads the source again (the embedding, which a tied LM head
+    // shares, excepted): give its whole pages back, so resident memory ends at
+    // the quantized size rather than source + quantized. For a file mapping
+    // the pages stay in the page cache; for a checkpoint read into memory (a
+    // private anonymous copy) they are freed.
+    if (m.data != w.embed.data) release_pages(m.data, uint64_t(m.rows * dtype_row_bytes(m.dtype, m.cols)));
     m = Matrix{dst, t.format, m.rows, m.cols};
   }
   w.owned.push_back(std::move(buf));

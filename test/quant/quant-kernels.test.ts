@@ -23,7 +23,8 @@ interface QuantOps {
     accumulateInto: Float32Array | null,
   ): Float32Array;
   cpuInfo(): { best: string; active: string };
-  quantInfo(): { avx512vnni: boolean };
+  quantInfo(): { avx512vnni: boolean; amx: boolean };
+  setQuantAmx(enabled: boolean): void;
   setIsa(isa: string): void;
 }
 const ops = (native() as unknown as { testing: QuantOps }).testing;
@@ -32,6 +33,7 @@ const ALL_ISAS = ["scalar", "avx2", "avx512"];
 const startIsa = ops.cpuInfo().active;
 const ISAS = ALL_ISAS.slice(0, ALL_ISAS.indexOf(ops.cpuInfo().best) + 1);
 const FORMATS: Format[] = ["q8_0", "q4_0", "q4_k"];
+const AMX = ops.quantInfo().amx;
 
 function forEachIsa(fn: (isa: string) => void): void {
   try {
@@ -119,6 +121,14 @@ function roundF16(v: number): number {
   return Math.sign(v) * q * ulp;
 }
 
+/** v rounded to the nearest bf16 (ties to even). */
+function roundBf16(v: number): number {
+  const f = new Float32Array([v]);
+  const u = new Uint32Array(f.buffer);
+  u[0] = ((u[0] + 0x7fff + ((u[0] >>> 16) & 1)) >>> 16) << 16;
+  return f[0];
+}
+
 /** From this many tokens the SIMD kernels multiply f16-rounded dequantized weights (matmul_impl.h). */
 const PREFILL_TOKENS = 16;
 
@@ -153,13 +163,15 @@ function activationBound(x: Float32Array, w: Float64Array, T: number, rows: numb
 }
 
 // Sizes: row tails (rows % 4), token tiles and their tails (T up to 9), odd block counts.
-// The last one is wide and long enough that the activations are quantized on
-// several pool threads (a prefill-sized call).
+// The last ones are prefill-sized calls (16+ tokens), wide and long enough to
+// be split across pool threads, with token and row counts that are not
+// multiples of the AMX tiles (16 / 32).
 const SHAPES: { T: number; rows: number; blocks: number }[] = [
   { T: 1, rows: 7, blocks: 3 },
   { T: 3, rows: 13, blocks: 1 },
   { T: 9, rows: 37, blocks: 5 },
   { T: 67, rows: 6, blocks: 0 },
+  { T: 17, rows: 45, blocks: 0 },
 ];
 
 for (const f of FORMATS) {
@@ -176,11 +188,18 @@ for (const f of FORMATS) {
       const refF16 = T >= PREFILL_TOKENS ? reference(x, w.map(roundF16), T, rows, cols, bias) : refExact;
       let scale = 0;
       for (const v of refExact) scale = Math.max(scale, Math.abs(v));
+      // AMX prefill rounds weights and activations to BF16.
+      const refBf16 = T >= PREFILL_TOKENS ? reference(x.map(roundBf16), w.map(roundBf16), T, rows, cols, bias) : refExact;
       forEachIsa((isa) => {
-        const ref = isa === "scalar" ? refExact : refF16;
-        const y = ops.linearQ(x, T, bytes, f, rows, cols, bias, null);
-        for (let i = 0; i < y.length; i++)
-          assert.ok(Math.abs(y[i] - ref[i]) <= 2e-5 * scale, `${isa} ${f} T=${T} rows=${rows}: ${y[i]} vs ${ref[i]} at ${i}`);
+        for (const amx of isa === "avx512" && T >= PREFILL_TOKENS && AMX ? [false, true] : [false]) {
+          ops.setQuantAmx(amx);
+          const ref = isa === "scalar" ? refExact : amx ? refBf16 : refF16;
+          const y = ops.linearQ(x, T, bytes, f, rows, cols, bias, null);
+          for (let i = 0; i < y.length; i++)
+            assert.ok(Math.abs(y[i] - ref[i]) <= 2e-5 * scale, `${isa}${amx ? "+amx" : ""} ${f} T=${T} rows=${rows}: ${y[i]} vs ${ref[i]} at ${i}`);
+        }
+        ops.setQuantAmx(AMX);
+        const ref = isa === "scalar" ? refExact : isa === "avx512" && AMX ? refBf16 : refF16;
         const base = randomF32(T * rows, rand);
         const acc = ops.linearQ(x, T, bytes, f, rows, cols, null, base.slice());
         for (let i = 0; i < acc.length; i++) {
@@ -209,8 +228,13 @@ for (const f of FORMATS) {
   });
 }
 
-test("the AVX-512 kernels are the VNNI ones where the CPU has VNNI (reported, not assumed)", () => {
+test("the AVX-512 kernels are the VNNI ones where the CPU has VNNI, AMX where it has AMX (reported, not assumed)", () => {
   assert.type(ops.quantInfo().avx512vnni, "boolean");
+  assert.type(AMX, "boolean");
+  ops.setQuantAmx(false);
+  assert.is(ops.quantInfo().amx, false);
+  ops.setQuantAmx(true);
+  assert.is(ops.quantInfo().amx, AMX);
 });
 
 test("bad inputs: unknown format, widths that are not whole blocks, wrong lengths", async () => {

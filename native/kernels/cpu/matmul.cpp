@@ -1,6 +1,9 @@
 // linear_forward: argument checks, the thread split, and the ISA dispatch; the
 // portable scalar kernel lives here too (the SIMD ones in matmul_avx*.cpp).
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -13,6 +16,32 @@ namespace dg {
 namespace detail {
 
 void quantize_acts_rows(const float* x, int64_t K, int64_t t0, int64_t t1, int8_t* q, float* d, int32_t* s, float* ds);
+
+}  // namespace detail
+
+namespace {
+
+std::atomic<bool>& amx_allowed() {
+  static std::atomic<bool> allowed{[] {
+    const char* env = std::getenv("DEEPGUARD_AMX");
+    return !(env && std::strcmp(env, "0") == 0);
+  }()};
+  return allowed;
+}
+
+}  // namespace
+
+void set_quant_amx(bool enabled) { amx_allowed().store(enabled); }
+
+bool quant_amx_active() {
+#if defined(DG_X86)
+  return amx_allowed().load() && active_isa() == Isa::Avx512 && detail::amx_usable();
+#else
+  return false;
+#endif
+}
+
+namespace detail {
 
 float* thread_scratch(int64_t n) {
   thread_local std::vector<float> buf;
@@ -62,6 +91,12 @@ void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, i
   // Threads split the output rows of all matrices in groups of 4 (the SIMD tile
   // height); group g of the concatenation belongs to the output whose first
   // group is the largest first[i] <= g.
+#if defined(DG_X86)
+  const bool amx = T >= detail::kQuantPrefillTokens && quant_amx_active();
+  if (amx) rows_q_fn = detail::linear_rows_q_amx;
+#else
+  const bool amx = false;
+#endif
   std::vector<detail::LinearJob> jobs;
   std::vector<RowsFn> fns;
   std::vector<int64_t> first;
@@ -89,7 +124,15 @@ void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, i
   thread_local std::vector<int32_t> xs;
   detail::QuantActs qx{};
   // The SIMD kernels take f32 activations from kQuantPrefillTokens tokens on.
-  if (quantized && (T < detail::kQuantPrefillTokens || rows_q_fn == detail::linear_rows_q_scalar)) {
+  thread_local std::vector<unsigned short> xb;
+  if (quantized && amx) {
+    const int64_t Tp = (T + 31) / 32 * 32;
+    xb.resize(size_t(Tp * cols));
+    unsigned short* out = xb.data();  // a plain pointer: see below
+    pool.parallel_for(Tp, [&](int64_t t0, int64_t t1) { detail::activations_to_bf16(x, T, cols, t0, t1, out); },
+                      std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(cols, 1)));
+    for (auto& jb : jobs) jb.xbf16 = out;
+  } else if (quantized && (T < detail::kQuantPrefillTokens || rows_q_fn == detail::linear_rows_q_scalar)) {
     const int64_t nb = cols / 32;
     xq.resize(size_t(T * cols));
     xd.resize(size_t(T * nb));

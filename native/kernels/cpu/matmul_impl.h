@@ -32,6 +32,7 @@ struct LinearJob {
   int64_t T;
   bool accumulate;
   const QuantActs* qx = nullptr;  // set when dtype is block-quantized
+  const unsigned short* xbf16 = nullptr;  // AMX prefill: x in BF16, rows padded with zeros to a multiple of 32
 };
 
 // Computes output rows [r0, r1) for every token; r0 is a multiple of 4.
@@ -48,6 +49,13 @@ constexpr int64_t kQuantPrefillTokens = 16;
 void linear_rows_q_scalar(const LinearJob& job, int64_t r0, int64_t r1);
 void linear_rows_q_avx2(const LinearJob& job, int64_t r0, int64_t r1);
 void linear_rows_q_avx512vnni(const LinearJob& job, int64_t r0, int64_t r1);
+
+// AMX (matmul_q_amx.cpp), for prefill on block-quantized weights: whether the
+// CPU and OS allow AMX-BF16 tiles (asks Linux for the tile state once), x rows
+// [t0, t1) to BF16 (rows >= T zero), and the kernel (needs jb.xbf16).
+bool amx_usable();
+void activations_to_bf16(const float* x, int64_t T, int64_t K, int64_t t0, int64_t t1, unsigned short* out);
+void linear_rows_q_amx(const LinearJob& job, int64_t r0, int64_t r1);
 
 // A per-thread f32 buffer of at least n floats (reused between calls), so ISA
 // files need no std::vector of their own.
