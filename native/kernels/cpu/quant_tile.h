@@ -78,22 +78,21 @@ struct FmtQ4_0 {
 struct FmtQ4_K {
   static constexpr int kSub = 8, kBytes = 144, kOffset = 0;
   static constexpr bool kSigned = false, kMins = true;
-  // a[j] = d * sc[j]; o[j] = -dmin * m[j].
+  // a[j] = d * sc[j]; o[j] = -dmin * m[j]. The 6-bit fields are unpacked
+  // with 32-bit masks (as llama.cpp does) into 8 scale bytes then 8 min bytes.
   static void prepare(const char* sb, float* a, float* o) {
-    const float d = qhalf(sb), dmin = qhalf(sb + 2);
-    const unsigned char* s = reinterpret_cast<const unsigned char*>(sb + 4);
-    for (int j = 0; j < 8; ++j) {
-      int sc, m;
-      if (j < 4) {
-        sc = s[j] & 63;
-        m = s[j + 4] & 63;
-      } else {
-        sc = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
-        m = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
-      }
-      a[j] = d * float(sc);
-      o[j] = -dmin * float(m);
-    }
+    unsigned u[4];
+    __builtin_memcpy(u, sb + 4, 12);
+    u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+    const unsigned mins_lo = u[1] & 0x3f3f3f3fu;
+    u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+    u[2] = mins_lo;
+    u[0] &= 0x3f3f3f3fu;
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(u));
+    const __m256 sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+    const __m256 m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(v, 8)));
+    _mm256_storeu_ps(a, _mm256_mul_ps(sc, _mm256_set1_ps(qhalf(sb))));
+    _mm256_storeu_ps(o, _mm256_mul_ps(m, _mm256_set1_ps(-qhalf(sb + 2))));
   }
   static __m256i load(const char* sb, int j) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + 16 + 32 * (j / 2)));
