@@ -16,6 +16,11 @@
  * run with the median time/bound ratio, with the range over all runs; every run
  * is kept in the JSON.
  *
+ * --quantize q8_0|q4_0|q4_k loads the checkpoint (BF16 unless --dtype says
+ * otherwise) with Model.load(dir, { quantize }); bytes per token are then the
+ * quantized linear weights + LM head as the kernels read them (model.info.linearBytes)
+ * + the KV cache, and results go to decode[-<shape>]-<format>.json.
+ *
  * Options: --dtype F32|BF16, --weights mmap|read (default: all combinations),
  * --prompt N (512), --tokens N (256), --repeats N (3), --shape 100m|1.5b (the
  * latter has Qwen2.5-Coder-1.5B's dimensions; results go to decode-1.5b.json), --out FILE. Cache: DEEPGUARD_BENCH_CACHE, default
@@ -24,11 +29,11 @@
  */
 import { execFileSync } from "node:child_process";
 import { mkdir, rename, writeFile } from "node:fs/promises";
-import { cpus, homedir } from "node:os";
+import { cpus, homedir, loadavg } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { Model } from "../lib/index.js";
+import { Model, QUANT_FORMATS, type QuantFormat } from "../lib/index.js";
 import { native } from "../lib/native.js";
 import { BENCH_SHAPES, ensureRandomCheckpoint, tensorShapes, type BenchShape, type BenchShapeName } from "./support/random-checkpoint.js";
 
@@ -37,6 +42,7 @@ type Weights = "mmap" | "read";
 
 interface RunResult {
   dtype: Dtype;
+  quantize: QuantFormat | null;
   weights: Weights;
   parameters: number;
   bytesPerDecodedToken: number;
@@ -46,6 +52,8 @@ interface RunResult {
   decodeTokensPerSecond: number;
   decodeMsPerToken: number;
   peakRssMiB: number;
+  /** Model.load wall time (includes quantization). */
+  loadSeconds: number;
 }
 
 interface Row extends RunResult {
@@ -66,7 +74,12 @@ function bytesPerToken(s: BenchShape, dtypeSize: number, context: number): numbe
   for (const dims of tensorShapes(s).values()) {
     if (dims.length === 2) weights += dims.reduce((a, b) => a * b, 1);
   }
-  return weights * dtypeSize + s.layers * 2 * s.kvHeads * (s.hidden / s.heads) * context * 4;
+  return weights * dtypeSize + kvBytesPerToken(s, context);
+}
+
+/** The f32 K and V caches read by one decode step at `context` positions. */
+function kvBytesPerToken(s: BenchShape, context: number): number {
+  return s.layers * 2 * s.kvHeads * (s.hidden / s.heads) * context * 4;
 }
 
 async function runOne(
@@ -75,10 +88,13 @@ async function runOne(
   weights: Weights,
   promptLen: number,
   newTokens: number,
+  quantize: QuantFormat | null,
 ): Promise<RunResult> {
   const shape = BENCH_SHAPES[shapeName];
   const dir = await ensureRandomCheckpoint(join(cacheDir, `qwen2-${shapeName}-${dtype.toLowerCase()}`), shape, dtype);
-  const model = await Model.load(dir, { mmap: weights === "mmap" });
+  const tLoad = performance.now();
+  const model = await Model.load(dir, { mmap: weights === "mmap", ...(quantize ? { quantize } : {}) });
+  const loadSeconds = (performance.now() - tLoad) / 1000;
   const prompt = Array.from({ length: promptLen }, (_, i) => (i * 7919 + 13) % shape.vocab);
 
   // Warm-up: fault the weights in and settle the thread pool.
@@ -100,11 +116,16 @@ async function runOne(
     step = await session.eval([token], { logits: "last" });
   }
   const decodeS = (performance.now() - t0) / 1000;
+  const context = promptLen + newTokens / 2;
   return {
     dtype,
+    quantize,
+    loadSeconds,
     weights,
     parameters: model.info.parameterCount,
-    bytesPerDecodedToken: bytesPerToken(shape, dtype === "F32" ? 4 : 2, promptLen + newTokens / 2),
+    bytesPerDecodedToken: quantize
+      ? model.info.linearBytes + kvBytesPerToken(shape, context)
+      : bytesPerToken(shape, dtype === "F32" ? 4 : 2, context),
     prefillTokens: promptLen,
     prefillTokensPerSecond: promptLen / prefillS,
     decodeTokens: newTokens,
@@ -143,6 +164,7 @@ async function main(): Promise<void> {
       repeats: { type: "string", default: "3" },
       shape: { type: "string", default: "100m" },
       out: { type: "string" },
+      quantize: { type: "string" },
       child: { type: "boolean" },
     },
   });
@@ -152,8 +174,11 @@ async function main(): Promise<void> {
   const dtypes = oneOf<Dtype>("dtype", values.dtype, ["F32", "BF16"]);
   const modes = oneOf<Weights>("weights", values.weights, ["mmap", "read"]);
   const [shapeName] = oneOf<BenchShapeName>("shape", values.shape, Object.keys(BENCH_SHAPES) as BenchShapeName[]);
+  const quantize = values.quantize === undefined ? null : oneOf<QuantFormat>("quantize", values.quantize, QUANT_FORMATS)[0];
+  // Quantized runs start from the BF16 checkpoint unless --dtype says otherwise.
+  if (quantize && values.dtype === undefined) dtypes.splice(0, dtypes.length, "BF16");
   if (values.child) {
-    const r = await runOne(shapeName, dtypes[0], modes[0], promptLen, newTokens);
+    const r = await runOne(shapeName, dtypes[0], modes[0], promptLen, newTokens, quantize);
     process.stdout.write(JSON.stringify(r) + "\n");
     return;
   }
@@ -165,6 +190,7 @@ async function main(): Promise<void> {
   for (const dtype of dtypes) {
     for (const weights of modes) {
       const args = ["--child", "--shape", shapeName, "--dtype", dtype, "--weights", weights, "--prompt", String(promptLen), "--tokens", String(newTokens)];
+      if (quantize) args.push("--quantize", quantize);
       const mine: Row[] = [];
       for (let rep = 0; rep < repeats; rep++) {
         const before = await native().measureBandwidth(1 << 30, 5);
@@ -191,16 +217,19 @@ async function main(): Promise<void> {
   }
 
   console.log(`\nmedian of ${repeats} run(s) per row; time / bound range over the runs in brackets`);
-  console.log("| dtype | weights | prefill tok/s | decode tok/s | ms/token | read GB/s | bound tok/s | time / bound | peak RSS MiB |");
-  console.log("|---|---|---|---|---|---|---|---|---|");
+  const load = loadavg();
+  console.log(`load average after the runs: ${load.map((l) => l.toFixed(2)).join(", ")}`);
+  console.log("| weights | storage | prefill tok/s | decode tok/s | ms/token | MB read/token | read GB/s | bound tok/s | time / bound | peak RSS MiB | load s |");
+  console.log("|---|---|---|---|---|---|---|---|---|---|---|");
   for (const { median: r, lo, hi } of table) {
     console.log(
-      `| ${r.dtype} | ${r.weights} | ${r.prefillTokensPerSecond.toFixed(0)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${r.decodeMsPerToken.toFixed(2)} | ${r.readGBps.toFixed(1)} | ${r.boundTokensPerSecond.toFixed(1)} | ${r.ratioToBound.toFixed(2)}x [${lo.toFixed(2)}-${hi.toFixed(2)}] | ${r.peakRssMiB.toFixed(0)} |`,
+      `| ${r.quantize ? `${r.quantize} (from ${r.dtype})` : r.dtype} | ${r.weights} | ${r.prefillTokensPerSecond.toFixed(0)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${r.decodeMsPerToken.toFixed(2)} | ${(r.bytesPerDecodedToken / 1e6).toFixed(0)} | ${r.readGBps.toFixed(1)} | ${r.boundTokensPerSecond.toFixed(1)} | ${r.ratioToBound.toFixed(2)}x [${lo.toFixed(2)}-${hi.toFixed(2)}] | ${r.peakRssMiB.toFixed(0)} | ${r.loadSeconds.toFixed(1)} |`,
     );
   }
   const report = {
     date: new Date().toISOString(),
-    command: "npm run bench:decode",
+    command: `npm run bench:decode -- ${process.argv.slice(2).join(" ")}`.trim(),
+    loadAverage: load,
     cpu: cpus()[0]?.model ?? "unknown",
     threads: sys.threads,
     isa: sys.isa,
@@ -209,7 +238,7 @@ async function main(): Promise<void> {
     medians: table.map((t) => ({ ...t.median, ratioRange: [t.lo, t.hi] })),
     runs,
   };
-  const file = shapeName === "100m" ? "decode.json" : `decode-${shapeName}.json`;
+  const file = `decode${shapeName === "100m" ? "" : `-${shapeName}`}${quantize ? `-${quantize}` : ""}.json`;
   const out = resolve(values.out ?? join(repoRoot, "benchmarks", "out", file));
   await writeAtomic(out, JSON.stringify(report, null, 2) + "\n");
   console.log(`\nwrote ${out}`);

@@ -8,7 +8,11 @@
 #include <vector>
 
 #include "bindings/convert.h"
+#include "core/thread_pool.h"
 #include "model/transformer.h"
+#include "quant/cache.h"
+#include "quant/formats.h"
+#include "quant/quantize.h"
 
 namespace dg_bind {
 namespace {
@@ -85,16 +89,57 @@ dg::ModelConfig ParseConfig(const Napi::Object& o) {
   return c;
 }
 
+// Load-time quantization request: the format and an optional JS progress callback.
+struct QuantRequest {
+  bool enabled = false;
+  dg::DType format = dg::DType::Q8_0;
+  Napi::ThreadSafeFunction progress;  // called with (done, total) weights; empty if none
+  bool has_progress = false;
+  std::string cache_path;  // non-empty: load from / write to this quantized-weights cache
+};
+
 class LoadWorker : public CodedWorker {
  public:
   LoadWorker(Napi::Env env, dg::ModelConfig cfg, std::vector<std::string> files, std::vector<dg::TensorRef> tensors,
-             dg::MappedFile::Mode mode, Napi::Function ctor)
+             dg::MappedFile::Mode mode, Napi::Function ctor, QuantRequest quant)
       : CodedWorker(env), cfg_(std::move(cfg)), files_(std::move(files)), tensors_(std::move(tensors)), mode_(mode),
-        ctor_(Napi::Persistent(ctor)) {}
+        ctor_(Napi::Persistent(ctor)), quant_(std::move(quant)) {}
+  ~LoadWorker() override {
+    if (quant_.has_progress) quant_.progress.Release();
+  }
 
  protected:
   void Compute() override {
     dg::ModelWeights w = dg::load_weights(cfg_, files_, tensors_, mode_);
+    if (quant_.enabled) {
+      auto report = [this](uint64_t done, uint64_t total) {
+        if (!quant_.has_progress) return;
+        auto* p = new std::pair<double, double>(double(done), double(total));
+        if (quant_.progress.NonBlockingCall(p, [](Napi::Env env, Napi::Function fn, std::pair<double, double>* v) {
+              Napi::Object o = Napi::Object::New(env);
+              o.Set("done", v->first);
+              o.Set("total", v->second);
+              delete v;
+              fn.Call({o});
+            }) != napi_ok)
+          delete p;
+      };
+      uint64_t fingerprint = 0;
+      if (!quant_.cache_path.empty()) {
+        fingerprint = dg::quant_fingerprint(cfg_, files_, quant_.format);
+        if (dg::load_quant_cache(quant_.cache_path, w, quant_.format, fingerprint, mode_)) {
+          cache_state_ = "loaded";
+          report(1, 1);  // nothing left to quantize
+        }
+      }
+      if (cache_state_.empty()) {
+        dg::quantize_weights(w, quant_.format, dg::ThreadPool::global(), report);
+        if (!quant_.cache_path.empty()) {
+          dg::write_quant_cache(quant_.cache_path, w, quant_.format, fingerprint);
+          cache_state_ = "written";
+        }
+      }
+    }
     model_ = std::make_shared<Transformer>(cfg_, std::move(w));
   }
   Napi::Value Result(Napi::Env env) override;
@@ -105,6 +150,8 @@ class LoadWorker : public CodedWorker {
   std::vector<dg::TensorRef> tensors_;
   dg::MappedFile::Mode mode_;
   Napi::FunctionReference ctor_;
+  QuantRequest quant_;
+  std::string cache_state_;  // "", "loaded" or "written"
   std::shared_ptr<Transformer> model_;
   friend class NativeModel;
 };
@@ -188,6 +235,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   }
   explicit NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info) {}
   std::shared_ptr<Transformer> model;
+  std::string quant_cache;  // how a quantized-weights cache was used: "", "loaded", "written"
 
  private:
   // The live model; throws ERR_DISPOSED after dispose().
@@ -245,6 +293,21 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     for (const auto& f : w.storage.files) mapped += f->size();
     o.Set("parameterCount", double(w.storage.elements));
     o.Set("mappedBytes", double(mapped));
+    // Bytes of every linear weight (and the LM head) as the kernels read them,
+    // and the dtype of each distinct kind, e.g. "Q8_0" or "Q4_K+Q4_0".
+    uint64_t linear_bytes = 0;
+    std::string dtypes;
+    auto add = [&](const dg::Matrix& m) {
+      linear_bytes += uint64_t(m.rows * dg::dtype_row_bytes(m.dtype, m.cols));
+      const std::string n = dg::dtype_name(m.dtype);
+      if (("+" + dtypes + "+").find("+" + n + "+") == std::string::npos) dtypes += (dtypes.empty() ? "" : "+") + n;
+    };
+    for (const auto& L : w.layers)
+      for (const dg::Linear* l : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) add(l->w);
+    add(w.lm_head);
+    o.Set("linearBytes", double(linear_bytes));
+    o.Set("quantCache", quant_cache);
+    o.Set("linearDtype", dtypes);
     return o;
   }
 };
@@ -253,6 +316,7 @@ Napi::FunctionReference NativeModel::ctor;
 Napi::Value LoadWorker::Result(Napi::Env) {
   Napi::Object obj = ctor_.New({});
   NativeModel::Unwrap(obj)->model = model_;
+  NativeModel::Unwrap(obj)->quant_cache = cache_state_;
   return obj;
 }
 
@@ -265,9 +329,28 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     ThrowCoded(env, "ERR_ARGUMENT", "loadModel(config, files[], tensors[])");
   std::vector<std::string> files = ParseStrings(env, info[1].As<Napi::Array>(), "files");
   std::vector<dg::TensorRef> tensors = ParseTensors(env, info[2].As<Napi::Array>());
-  const bool mmap = BoolField(ArgObject(info, 3, "load options"), "mmap");
+  Napi::Object opts = ArgObject(info, 3, "load options");
+  const bool mmap = BoolField(opts, "mmap");
+  QuantRequest quant;
+  Napi::Value q = opts.Get("quantize");
+  if (!q.IsUndefined() && !q.IsNull()) {
+    if (!q.IsString() || !dg::parse_quant_format(q.As<Napi::String>().Utf8Value().c_str(), &quant.format))
+      ThrowCoded(env, "ERR_QUANT_FORMAT", "quantize must be \"q8_0\", \"q4_0\" or \"q4_k\"");
+    quant.enabled = true;
+    Napi::Value cb = opts.Get("onProgress");
+    if (cb.IsFunction()) {
+      quant.progress = Napi::ThreadSafeFunction::New(env, cb.As<Napi::Function>(), "deepguard-quantize", 0, 1);
+      quant.has_progress = true;
+    } else if (!cb.IsUndefined()) {
+      ThrowCoded(env, "ERR_ARGUMENT", "onProgress must be a function");
+    }
+    Napi::Value cache = opts.Get("cacheFile");
+    if (cache.IsString()) quant.cache_path = cache.As<Napi::String>().Utf8Value();
+    else if (!cache.IsUndefined()) ThrowCoded(env, "ERR_ARGUMENT", "cacheFile must be a string");
+  }
   auto* w = new LoadWorker(env, std::move(cfg), std::move(files), std::move(tensors),
-                           mmap ? dg::MappedFile::Mode::Map : dg::MappedFile::Mode::Read, NativeModel::ctor.Value());
+                           mmap ? dg::MappedFile::Mode::Map : dg::MappedFile::Mode::Read, NativeModel::ctor.Value(),
+                           std::move(quant));
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;

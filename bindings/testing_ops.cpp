@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "bindings/convert.h"
+#include "bindings/testing_quant.h"
 #include "core/cpu_features.h"
 #include "core/thread_pool.h"
 #include "kernels/ops.h"
@@ -321,6 +322,7 @@ Napi::Object InitTestingOps(Napi::Env env) {
   o.Set("embedding", Napi::Function::New(env, Embedding, "embedding"));
   o.Set("cpuInfo", Napi::Function::New(env, CpuInfo, "cpuInfo"));
   o.Set("setIsa", Napi::Function::New(env, SetIsa, "setIsa"));
+  AddQuantTestingOps(env, o);
   return o;
 }
 

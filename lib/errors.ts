@@ -29,6 +29,9 @@ export const ERROR_CODES = [
   "ERR_NON_FINITE", // logits to sample from hold NaN or +Infinity, or are all -Infinity
   "ERR_OUT_OF_MEMORY", // an allocation failed
   "ERR_PARSE_ARGS_UNKNOWN_OPTION", // CLI: an unknown flag
+  "ERR_QUANT_BLOCK", // a matrix width is not a whole number of quantization blocks
+  "ERR_QUANT_CACHE", // a quantized-weights cache file is unreadable, stale or cannot be written
+  "ERR_QUANT_FORMAT", // an unknown quantization format was requested
   "ERR_SAFETENSORS", // a safetensors file is malformed
   "ERR_SANDBOX", // the sandbox for untrusted programs cannot be set up (a missing tool, a forced mode that does not work)
   "ERR_SCENARIO", // an evaluation scenario folder is invalid (a missing file, bad info.json, unknown CWE or language)

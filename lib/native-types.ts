@@ -37,7 +37,7 @@ export interface NativeSession {
 
 export interface NativeModel {
   createSession(): NativeSession;
-  info(): { parameterCount: number; mappedBytes: number };
+  info(): { parameterCount: number; mappedBytes: number; linearBytes: number; linearDtype: string; quantCache: string };
   loadAdapter(
     spec: { rank: number; scale: number; targets: string[]; layers: number[] },
     files: string[],
@@ -135,7 +135,12 @@ export interface NativeAddon {
     config: NativeModelConfig,
     files: string[],
     tensors: NativeTensorRef[],
-    options: { mmap: boolean },
+    options: {
+      mmap: boolean;
+      quantize?: "q8_0" | "q4_0" | "q4_k";
+      onProgress?: (progress: { done: number; total: number }) => void;
+      cacheFile?: string;
+    },
   ): Promise<NativeModel>;
   sampleToken(logits: Float32Array, params: Partial<NativeSamplingParams>, u: number, logitBias?: Float32Array): number;
   measureBandwidth(bytes: number, repeats: number): Promise<{ readGBps: number; copyGBps: number }>;

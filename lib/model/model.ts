@@ -47,8 +47,30 @@ export interface LoadOptions {
    * streams smoother while a long prompt arrives, larger prefills faster.
    */
   prefillChunk?: number;
+  /**
+   * Quantize the linear weights at load time into a block format (layouts in the
+   * README, "Quantized weights"): "q8_0" (8.5 bits per weight), "q4_0" or "q4_k"
+   * (4.5). Every q/k/v/o/gate/up/down matrix and the LM head are quantized (a
+   * tied LM head gets its own quantized copy); embeddings, norms and biases keep
+   * their stored precision. Runs on all cores.
+   */
+  quantize?: QuantFormat;
+  /**
+   * With `quantize`: keep the quantized weights in a cache file so the next load
+   * maps it instead of quantizing. true: `<dir>/deepguard-<format>.dgq`; a string:
+   * that path. The file records a fingerprint of the source (file sizes,
+   * modification times, safetensors headers) and is rebuilt when it does not
+   * match; it is written atomically (README, "Quantized weights").
+   */
+  quantCache?: boolean | string;
+  /** Called with the weights quantized so far while `quantize` runs. */
+  onProgress?: (progress: { done: number; total: number }) => void;
   signal?: AbortSignal;
 }
+
+/** Load-time quantization formats. */
+export const QUANT_FORMATS = ["q8_0", "q4_0", "q4_k"] as const;
+export type QuantFormat = (typeof QUANT_FORMATS)[number];
 
 export interface ModelInfo {
   directory: string;
@@ -62,6 +84,14 @@ export interface ModelInfo {
   vocabSize: number;
   /** Dtype most weight bytes are stored in ("BF16", "F32", "F16"). */
   dtype: string;
+  /** The load-time quantization format, or null. */
+  quantization: QuantFormat | null;
+  /** Dtype(s) the linear layers and LM head run in, e.g. "BF16", "Q8_0", "Q4_K+Q4_0". */
+  linearDtype: string;
+  /** Bytes of all linear weights and the LM head as the kernels read them (per decoded token). */
+  linearBytes: number;
+  /** How the quantized-weights cache was used: "loaded", "written", or null (none). */
+  quantCache: "loaded" | "written" | null;
   parameterCount: number;
   weightBytes: number;
   tieWordEmbeddings: boolean;
@@ -98,6 +128,9 @@ const loadOptionsSchema = z
       .max(512)
       .refine((n) => n % 4 === 0, "must be a multiple of 4")
       .default(128),
+    quantize: z.enum(QUANT_FORMATS).optional(),
+    quantCache: z.union([z.boolean(), z.string().min(1)]).optional(),
+    onProgress: z.function().optional(),
     signal: signalSchema,
   })
   .strict();
@@ -146,7 +179,14 @@ export class Model {
     if (typeof directory !== "string" || directory.length === 0) {
       throw new DeepGuardError("ERR_ARGUMENT", "Model.load needs a checkpoint directory path");
     }
-    const { mmap, allowLongContext, prefillChunk, signal } = parseOptions(loadOptionsSchema, options, "Model.load");
+    const q = (options as { quantize?: unknown } | undefined)?.quantize;
+    if (q !== undefined && !(QUANT_FORMATS as readonly unknown[]).includes(q)) {
+      throw new DeepGuardError("ERR_QUANT_FORMAT", `Model.load option "quantize": unknown format ${JSON.stringify(q)}; expected one of ${QUANT_FORMATS.join(", ")}`);
+    }
+    const { mmap, allowLongContext, prefillChunk, quantize, quantCache, onProgress, signal } = parseOptions(loadOptionsSchema, options, "Model.load");
+    if (quantCache !== undefined && quantCache !== false && !quantize) {
+      throw new DeepGuardError("ERR_ARGUMENT", `Model.load option "quantCache" needs "quantize"`);
+    }
     const dir = resolve(directory);
     const st = await stat(dir).catch(() => null);
     if (!st?.isDirectory()) throw new DeepGuardError("ERR_CHECKPOINT", `${dir} is not a directory`);
@@ -157,11 +197,42 @@ export class Model {
     const tokenizer = await Tokenizer.fromDirectory(dir);
     throwIfAborted(signal, "Model.load");
     let engine: NativeModel;
+    // Progress calls arrive on their own queue, possibly after the load resolves:
+    // wait for the final one (done === total) so every call precedes our return.
+    let progress: ((p: { done: number; total: number }) => void) | undefined;
+    let progressDone: Promise<void> = Promise.resolve();
+    let progressError: unknown = null;
+    if (quantize && onProgress) {
+      const user = onProgress as (p: { done: number; total: number }) => void;
+      progressDone = new Promise<void>((resolveDone) => {
+        progress = (p) => {
+          try {
+            if (progressError === null) user(p);
+          } catch (err) {
+            progressError = err ?? new Error("onProgress threw"); // rethrown once the load finishes
+          }
+          if (p.done === p.total) resolveDone();
+        };
+      });
+    }
     try {
-      engine = await native().loadModel(toNativeConfig(config), files.files, files.tensors, { mmap });
+      engine = await native().loadModel(toNativeConfig(config), files.files, files.tensors, {
+        mmap,
+        ...(quantize ? { quantize } : {}),
+        ...(progress ? { onProgress: progress } : {}),
+        ...(quantize && quantCache
+          ? { cacheFile: typeof quantCache === "string" ? resolve(quantCache) : join(dir, `deepguard-${quantize}.dgq`) }
+          : {}),
+      });
+      await progressDone;
     } catch (err) {
       throw wrapNativeError(err, dir);
     }
+    if (progressError !== null) {
+      engine.dispose();
+      throw progressError;
+    }
+    const nativeInfo = engine.info();
     const info: ModelInfo = {
       directory: dir,
       architecture: config.architecture,
@@ -173,7 +244,11 @@ export class Model {
       intermediateSize: config.intermediateSize,
       vocabSize: config.vocabSize,
       dtype: files.dominantDtype,
-      parameterCount: engine.info().parameterCount,
+      quantization: quantize ?? null,
+      linearDtype: nativeInfo.linearDtype,
+      linearBytes: nativeInfo.linearBytes,
+      quantCache: nativeInfo.quantCache === "loaded" || nativeInfo.quantCache === "written" ? nativeInfo.quantCache : null,
+      parameterCount: nativeInfo.parameterCount,
       weightBytes: files.totalBytes,
       tieWordEmbeddings: config.tieWordEmbeddings,
       tokenizer: tokenizer !== null,

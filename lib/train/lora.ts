@@ -258,6 +258,13 @@ export async function trainForward(
   lora: LoraParameters | null,
   options: TrainPassOptions & { seed?: number; train?: boolean } = {},
 ): Promise<NativeTrainPass> {
+  if (model.info.quantization !== null) {
+    // The backward kernels read F32/F16/BF16 weights; block-quantized ones have no backward.
+    throw new DeepGuardError(
+      "ERR_ARGUMENT",
+      `training needs the base weights in F32, F16 or BF16; this model was loaded with quantize: "${model.info.quantization}" (load it without quantize to train)`,
+    );
+  }
   try {
     return await native().trainForward(engineOf(model), ids, lora ? lora.nativeSpec(options.seed ?? 0, { train: options.train ?? true }) : null, {
       capture: options.capture ?? [],

@@ -6,6 +6,7 @@ namespace dg {
 struct CpuFeatures {
   bool avx2 = false, fma = false, f16c = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512bf16 = false;
+  bool avx512vnni = false;  // vpdpbusd: the quantized kernels use it under Isa::Avx512
 };
 
 enum class Isa { Scalar = 0, Avx2 = 1, Avx512 = 2 };

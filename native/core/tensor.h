@@ -10,6 +10,7 @@ namespace dg {
 
 // A row-major [rows][cols] matrix in its stored dtype; rows are contiguous.
 // Linear weights follow the PyTorch convention [out_features][in_features].
+// A block-quantized row is cols / dtype_block_elems(dtype) blocks.
 struct Matrix {
   const void* data = nullptr;
   DType dtype = DType::F32;
@@ -17,7 +18,7 @@ struct Matrix {
   int64_t cols = 0;
 
   const char* row_ptr(int64_t r) const {
-    return static_cast<const char*>(data) + r * cols * int64_t(dtype_size(dtype));
+    return static_cast<const char*>(data) + r * dtype_row_bytes(dtype, cols);
   }
 };
 

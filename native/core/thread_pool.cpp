@@ -31,6 +31,8 @@ thread_local bool t_inside_pool = false;
 // the serial work between two kernels of a decode step, short enough not to
 // burn a core when the model is idle.
 constexpr auto kSpin = std::chrono::microseconds(300);
+// Chunks a parallel_for hands out per thread (see parallel_for).
+constexpr int64_t kChunksPerThread = 8;
 
 int threads_from_env() {
   if (const char* s = std::getenv("DEEPGUARD_THREADS")) {
@@ -129,9 +131,13 @@ int ThreadPool::size() const { return impl_->n_threads; }
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain) {
   if (n <= 0) return;
   if (grain < 1) grain = 1;
-  // floor(n / grain) chunks, so every chunk has at least `grain` items.
-  int64_t n_chunks = std::min<int64_t>(n / grain, impl_->n_threads);
-  if (n_chunks <= 1 || t_inside_pool) {
+  // floor(n / grain) chunks, so every chunk has at least `grain` items, and up
+  // to kChunksPerThread per thread, claimed dynamically: with one chunk per
+  // thread, a thread that loses its core for a moment (a shared host, or the
+  // other thread's half simply being slower) holds up the whole call while
+  // the rest idle; smaller chunks let the others take over its remaining work.
+  int64_t n_chunks = std::min<int64_t>(n / grain, int64_t(impl_->n_threads) * kChunksPerThread);
+  if (n_chunks <= 1 || t_inside_pool || impl_->n_threads == 1) {
     fn(0, n);
     return;
   }

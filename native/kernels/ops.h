@@ -46,6 +46,13 @@ void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, i
 void linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const Matrix& w, int64_t T,
                      ThreadPool& pool);
 
+// Prefill (16+ tokens) on block-quantized weights uses AMX-BF16 tiles where the
+// CPU has them and the active ISA is avx512 (weights and activations rounded
+// to BF16), unless DEEPGUARD_AMX=0 or set_quant_amx(false). Returns whether
+// AMX is in use now.
+void set_quant_amx(bool enabled);
+bool quant_amx_active();
+
 // ---- normalization (norm.cpp) -------------------------------------------------
 // y = x / sqrt(mean(x^2) + eps) * w, per row of d. y may alias x.
 void rmsnorm_forward(float* y, const float* x, const float* w, int64_t T, int64_t d, float eps);

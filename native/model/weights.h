@@ -33,6 +33,7 @@ struct ModelWeights {
   std::vector<float> final_norm;
   Matrix lm_head;  // == embed when tied
   TensorStorage storage;  // the mapped files the views above point into
+  std::vector<std::shared_ptr<void>> owned;  // buffers made at load (quantized weights) that views point into
 };
 
 // mode: memory-map the files (default) or read them into huge-page memory.

@@ -2,6 +2,7 @@
 #include <cstring>
 
 #include "kernels/ops.h"
+#include "quant/formats.h"
 
 namespace dg {
 
@@ -16,6 +17,10 @@ void embedding_forward(float* out, const int32_t* ids, int64_t T, const Matrix& 
     float* o = out + t * d;
     if (table.dtype == DType::F32) {
       std::memcpy(o, row, size_t(d) * 4);
+      continue;
+    }
+    if (dtype_is_quantized(table.dtype)) {
+      dequantize_row(table.dtype, row, o, d);
       continue;
     }
     for (int64_t i = 0; i < d; ++i) o[i] = load_as_f32(row, table.dtype, i);

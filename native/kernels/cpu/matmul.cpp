@@ -1,14 +1,46 @@
 // linear_forward: argument checks, the thread split, and the ISA dispatch; the
 // portable scalar kernel lives here too (the SIMD ones in matmul_avx*.cpp).
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "core/cpu_features.h"
 #include "kernels/cpu/matmul_impl.h"
 #include "kernels/ops.h"
+#include "quant/formats.h"
 
 namespace dg {
+namespace detail {
+
+void quantize_acts_rows(const float* x, int64_t K, int64_t t0, int64_t t1, int8_t* q, float* d, int32_t* s, float* ds);
+
+}  // namespace detail
+
+namespace {
+
+std::atomic<bool>& amx_allowed() {
+  static std::atomic<bool> allowed{[] {
+    const char* env = std::getenv("DEEPGUARD_AMX");
+    return !(env && std::strcmp(env, "0") == 0);
+  }()};
+  return allowed;
+}
+
+}  // namespace
+
+void set_quant_amx(bool enabled) { amx_allowed().store(enabled); }
+
+bool quant_amx_active() {
+#if defined(DG_X86)
+  return amx_allowed().load() && active_isa() == Isa::Avx512 && detail::amx_usable();
+#else
+  return false;
+#endif
+}
+
 namespace detail {
 
 float* thread_scratch(int64_t n) {
@@ -41,30 +73,81 @@ void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, i
   if (T < 0) throw Error("ERR_ARGUMENT", "linear_forward: negative token count");
   if (T == 0 || n_outs <= 0) return;
   const int64_t cols = outs[0].w.cols;
-  void (*rows_fn)(const detail::LinearJob&, int64_t, int64_t) = detail::linear_rows_scalar;
+  using RowsFn = void (*)(const detail::LinearJob&, int64_t, int64_t);
+  RowsFn rows_fn = detail::linear_rows_scalar, rows_q_fn = detail::linear_rows_q_scalar;
 #if defined(DG_X86)
   switch (active_isa()) {
-    case Isa::Avx512: rows_fn = detail::linear_rows_avx512; break;
-    case Isa::Avx2: rows_fn = detail::linear_rows_avx2; break;
+    case Isa::Avx512:
+      rows_fn = detail::linear_rows_avx512;
+      rows_q_fn = cpu_features().avx512vnni ? detail::linear_rows_q_avx512vnni : detail::linear_rows_q_avx2;
+      break;
+    case Isa::Avx2:
+      rows_fn = detail::linear_rows_avx2;
+      rows_q_fn = detail::linear_rows_q_avx2;
+      break;
     case Isa::Scalar: break;
   }
 #endif
   // Threads split the output rows of all matrices in groups of 4 (the SIMD tile
   // height); group g of the concatenation belongs to the output whose first
   // group is the largest first[i] <= g.
+#if defined(DG_X86)
+  const bool amx = T >= detail::kQuantPrefillTokens && quant_amx_active();
+  if (amx) rows_q_fn = detail::linear_rows_q_amx;
+#else
+  const bool amx = false;
+#endif
   std::vector<detail::LinearJob> jobs;
+  std::vector<RowsFn> fns;
   std::vector<int64_t> first;
   int64_t groups = 0, bytes = 0;
+  bool quantized = false;
   for (int i = 0; i < n_outs; ++i) {
     const LinearOutput& o = outs[i];
     if (o.w.rows < 0 || o.w.cols != cols) throw Error("ERR_ARGUMENT", "linear_forward_many: matrices must share their input width");
     if (o.w.rows == 0) continue;
+    const bool q = dtype_is_quantized(o.w.dtype);
+    if (q && cols % dtype_block_elems(o.w.dtype) != 0)
+      throw Error("ERR_ARGUMENT", std::string("linear_forward: ") + std::to_string(cols) + " columns are not whole " +
+                                      dtype_name(o.w.dtype) + " blocks of " + std::to_string(dtype_block_elems(o.w.dtype)));
+    quantized = quantized || q;
     jobs.push_back({o.y, x, o.w.data, o.w.dtype, o.w.rows, o.w.cols, o.bias, T, o.accumulate});
+    fns.push_back(q ? rows_q_fn : rows_fn);
     first.push_back(groups);
     groups += (o.w.rows + 3) / 4;
-    bytes += o.w.rows * cols * int64_t(dtype_size(o.w.dtype));
+    bytes += o.w.rows * dtype_row_bytes(o.w.dtype, cols);
   }
   if (groups == 0) return;
+  // Block-quantized weights take int8 activations: quantize x once for all of them.
+  thread_local std::vector<int8_t> xq;
+  thread_local std::vector<float> xd, xds;
+  thread_local std::vector<int32_t> xs;
+  detail::QuantActs qx{};
+  // The SIMD kernels take f32 activations from kQuantPrefillTokens tokens on.
+  thread_local std::vector<unsigned short> xb;
+  if (quantized && amx) {
+    const int64_t Tp = (T + 31) / 32 * 32;
+    xb.resize(size_t(Tp * cols));
+    unsigned short* out = xb.data();  // a plain pointer: see below
+    pool.parallel_for(Tp, [&](int64_t t0, int64_t t1) { detail::activations_to_bf16(x, T, cols, t0, t1, out); },
+                      std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(cols, 1)));
+    for (auto& jb : jobs) jb.xbf16 = out;
+  } else if (quantized && (T < detail::kQuantPrefillTokens || rows_q_fn == detail::linear_rows_q_scalar)) {
+    const int64_t nb = cols / 32;
+    xq.resize(size_t(T * cols));
+    xd.resize(size_t(T * nb));
+    xs.resize(size_t(T * nb));
+    xds.resize(size_t(T * nb));
+    // Plain pointers: inside the lambda a thread_local name would be the worker's own.
+    int8_t* q = xq.data();
+    float *d = xd.data(), *ds = xds.data();
+    int32_t* s = xs.data();
+    pool.parallel_for(T, [&](int64_t t0, int64_t t1) {
+      detail::quantize_acts_rows(x, cols, t0, t1, q, d, s, ds);
+    }, std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(cols, 1)));
+    qx = {q, d, s, ds};
+    for (auto& jb : jobs) jb.qx = &qx;
+  }
   // A chunk should be worth waking a thread for: ~64k multiply-adds when the
   // call is compute-bound (prefill), ~16 KiB of weights when it streams them
   // (decode), whichever comes first.
@@ -76,7 +159,7 @@ void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, i
     for (; j < jobs.size() && first[j] < g1; ++j) {
       const int64_t lo = std::max(g0, first[j]) - first[j];
       const int64_t hi = std::min(g1 - first[j], (jobs[j].rows + 3) / 4);
-      rows_fn(jobs[j], 4 * lo, std::min(4 * hi, jobs[j].rows));
+      fns[j](jobs[j], 4 * lo, std::min(4 * hi, jobs[j].rows));
     }
   }, grain);
 }

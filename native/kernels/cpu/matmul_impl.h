@@ -11,6 +11,16 @@
 
 namespace dg::detail {
 
+// Activations quantized for the block-quantized kernels (matmul_q.cpp): per
+// token row, blocks of 32 int8 values q with an f32 scale d and the int sum s
+// of the block's q, so x[t][32 b + i] ~= d[t][b] * q[t][32 b + i].
+struct QuantActs {
+  const int8_t* q;   // [T][cols]
+  const float* d;    // [T][cols / 32]
+  const int32_t* s;  // [T][cols / 32]
+  const float* ds;   // [T][cols / 32]: d * s, as f32
+};
+
 // One linear_forward call: y[T][rows] = x[T][cols] . W^T (+ bias) (+ y if accumulate).
 struct LinearJob {
   float* y;
@@ -21,12 +31,31 @@ struct LinearJob {
   const float* bias;
   int64_t T;
   bool accumulate;
+  const QuantActs* qx = nullptr;  // set when dtype is block-quantized
+  const unsigned short* xbf16 = nullptr;  // AMX prefill: x in BF16, rows padded with zeros to a multiple of 32
 };
 
 // Computes output rows [r0, r1) for every token; r0 is a multiple of 4.
 void linear_rows_scalar(const LinearJob& job, int64_t r0, int64_t r1);
 void linear_rows_avx2(const LinearJob& job, int64_t r0, int64_t r1);
 void linear_rows_avx512(const LinearJob& job, int64_t r0, int64_t r1);
+
+// The same for block-quantized weights: matmul_q.cpp and
+// matmul_q_avx2.cpp / matmul_q_avx512vnni.cpp. The SIMD ones take int8
+// activations (jb.qx) below kQuantPrefillTokens tokens and f32 ones (jb.x, with
+// the weights dequantized to f16 per row block) from there on; the scalar one
+// always takes jb.qx.
+constexpr int64_t kQuantPrefillTokens = 16;
+void linear_rows_q_scalar(const LinearJob& job, int64_t r0, int64_t r1);
+void linear_rows_q_avx2(const LinearJob& job, int64_t r0, int64_t r1);
+void linear_rows_q_avx512vnni(const LinearJob& job, int64_t r0, int64_t r1);
+
+// AMX (matmul_q_amx.cpp), for prefill on block-quantized weights: whether the
+// CPU and OS allow AMX-BF16 tiles (asks Linux for the tile state once), x rows
+// [t0, t1) to BF16 (rows >= T zero), and the kernel (needs jb.xbf16).
+bool amx_usable();
+void activations_to_bf16(const float* x, int64_t T, int64_t K, int64_t t0, int64_t t1, unsigned short* out);
+void linear_rows_q_amx(const LinearJob& job, int64_t r0, int64_t r1);
 
 // A per-thread f32 buffer of at least n floats (reused between calls), so ISA
 // files need no std::vector of their own.

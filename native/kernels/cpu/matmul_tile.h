@@ -200,6 +200,7 @@ void linear_rows(const LinearJob& jb, int64_t r0, int64_t r1) {
     case DType::F32: return linear_rows_blocked<V, DType::F32>(jb, r0, r1);
     case DType::BF16: return linear_rows_blocked<V, DType::BF16>(jb, r0, r1);
     case DType::F16: return linear_rows_blocked<V, DType::F16>(jb, r0, r1);
+    default: return;  // block-quantized weights go to quant_tile.h
   }
 }
 

@@ -1,0 +1,209 @@
+// Prefill on block-quantized weights with AMX (Intel Advanced Matrix
+// Extensions; compiled with -mamx-tile -mamx-bf16 and AVX-512 flags): each
+// L2-sized block of weight rows is dequantized once into BF16 tiles in the
+// "VNNI" pair layout tdpbf16ps expects, the activations are rounded to BF16
+// once per call (jb.xbf16, zero-padded to 32 rows), and 2 x 2 tiles of 16
+// tokens x 16 rows accumulate in f32 over K in steps of 32. One tdpbf16ps is
+// 16 x 16 x 32 multiply-adds, ~16x a 512-bit FMA. Weights and activations are
+// rounded to BF16 (8-bit significand, 2^-9 relative), which is below the
+// quantization step of every format (Q8_0: max|w| / 254 per block).
+//
+// Uses only intrinsics and plain code inside an anonymous namespace, except the
+// three entry points declared in matmul_impl.h.
+#if defined(DG_X86)
+// GCC 12's AVX-512 intrinsic headers trip -Wmaybe-uninitialized on their own
+// undefined-vector placeholders.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "kernels/cpu/matmul_impl.h"
+
+namespace dg::detail {
+namespace {
+
+struct TileConfig {
+  unsigned char palette, start_row, reserved[14];
+  unsigned short colsb[16];
+  unsigned char rows[16];
+};
+
+void load_tile_config() {
+  TileConfig c;
+  __builtin_memset(&c, 0, sizeof c);
+  c.palette = 1;
+  for (int i = 0; i < 8; ++i) {
+    c.rows[i] = 16;
+    c.colsb[i] = 64;
+  }
+  _tile_loadconfig(&c);
+}
+
+inline float h2f(const char* p) {
+  unsigned short h;
+  __builtin_memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+// 32 dequantized weights of 32-block b of a row, as f32 in two vectors.
+inline void block_f32(DType t, const char* row, int64_t b, __m512* lo, __m512* hi) {
+  if (t == DType::Q8_0) {
+    const char* blk = row + b * 34;
+    const __m512 d = _mm512_set1_ps(h2f(blk));
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
+    *lo = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(q))));
+    *hi = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(q, 1))));
+  } else if (t == DType::Q4_0) {
+    const char* blk = row + b * 18;
+    const __m512 d = _mm512_set1_ps(h2f(blk));
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
+    const __m128i m = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
+    const __m128i n0 = _mm_sub_epi8(_mm_and_si128(v, m), eight), n1 = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m), eight);
+    *lo = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(n0)));
+    *hi = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(n1)));
+  } else {  // Q4_K
+    const char* sb = row + (b / 8) * 144;
+    const int j = int(b % 8);
+    const unsigned char* s = reinterpret_cast<const unsigned char*>(sb + 4);
+    int sc, mn;
+    if (j < 4) {
+      sc = s[j] & 63;
+      mn = s[j + 4] & 63;
+    } else {
+      sc = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
+      mn = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+    }
+    const __m512 a = _mm512_set1_ps(h2f(sb) * float(sc)), o = _mm512_set1_ps(-h2f(sb + 2) * float(mn));
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + 16 + 32 * (j / 2)));
+    const __m256i n = (j & 1) ? _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(15))
+                              : _mm256_and_si256(v, _mm256_set1_epi8(15));
+    *lo = _mm512_fmadd_ps(a, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(n))), o);
+    *hi = _mm512_fmadd_ps(a, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_extracti128_si256(n, 1))), o);
+  }
+}
+
+// Rows [b0, b0 + n) of jb's weights (n <= nr, nr a multiple of 32) into BF16
+// B tiles: tile (rt, kb) holds rows b0 + 16 rt .. + 16 and columns 32 kb .. + 32,
+// as 16 K-pairs x 16 rows of (w[2p], w[2p + 1]). Rows past n are zero.
+void pack_rows(const LinearJob& jb, int64_t b0, int64_t n, int64_t nr, unsigned* tiles) {
+  const int64_t K = jb.cols, nkb = K / 32;
+  // Row bytes (dtype_row_bytes is an inline helper: not to be instantiated here).
+  const int64_t ldw = jb.dtype == DType::Q8_0 ? nkb * 34 : jb.dtype == DType::Q4_0 ? nkb * 18 : K / 256 * 144;
+  const char* w = static_cast<const char*>(jb.w);
+  for (int64_t i = 0; i < nr; ++i) {
+    unsigned* tile_row = tiles + (i / 16) * nkb * 256 + (i % 16);
+    if (i >= n) {
+      for (int64_t kb = 0; kb < nkb; ++kb)
+        for (int p = 0; p < 16; ++p) tile_row[kb * 256 + p * 16] = 0;
+      continue;
+    }
+    const char* row = w + (b0 + i) * ldw;
+    for (int64_t kb = 0; kb < nkb; ++kb) {
+      __m512 lo, hi;
+      block_f32(jb.dtype, row, kb, &lo, &hi);
+      alignas(64) unsigned pairs[16];
+      _mm512_store_si512(pairs, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));  // element 2p, 2p+1 -> pair p
+      unsigned* dst = tile_row + kb * 256;
+      for (int p = 0; p < 16; ++p) dst[p * 16] = pairs[p];
+    }
+  }
+}
+
+// Adds a 16 x 16 f32 result tile (tokens x rows) into y, skipping padding.
+void emit(const LinearJob& jb, const float* c, int64_t t0, int64_t r0, int64_t r_end) {
+  for (int i = 0; i < 16 && t0 + i < jb.T; ++i) {
+    float* y = jb.y + (t0 + i) * jb.rows;
+    for (int j = 0; j < 16 && r0 + j < r_end; ++j) {
+      const float s = c[i * 16 + j] + (jb.bias ? jb.bias[r0 + j] : 0.f);
+      y[r0 + j] = jb.accumulate ? y[r0 + j] + s : s;
+    }
+  }
+}
+
+}  // namespace
+
+bool amx_usable() {
+  static const bool ok = [] {
+    unsigned a, b, c, d;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
+    const bool amx_bf16 = d & (1u << 22), amx_tile = d & (1u << 24);
+    if (!amx_bf16 || !amx_tile) return false;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if (((lo >> 17) & 3) != 3) return false;  // XTILECFG and XTILEDATA state enabled by the OS
+    // Linux hands out the 8 KiB tile state only on request (ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA).
+    return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+  }();
+  return ok;
+}
+
+void activations_to_bf16(const float* x, int64_t T, int64_t K, int64_t t0, int64_t t1, unsigned short* out) {
+  for (int64_t t = t0; t < t1; ++t) {
+    unsigned short* o = out + t * K;
+    if (t >= T) {
+      __builtin_memset(o, 0, size_t(K) * 2);
+      continue;
+    }
+    const float* r = x + t * K;
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32)
+      _mm512_storeu_si512(o + k, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(r + k + 16), _mm512_loadu_ps(r + k)));
+    for (; k < K; ++k) {
+      const __m128bh h = _mm_cvtneps_pbh(_mm_set1_ps(r[k]));
+      unsigned short v;
+      __builtin_memcpy(&v, &h, 2);
+      o[k] = v;
+    }
+  }
+}
+
+void linear_rows_q_amx(const LinearJob& jb, int64_t r0, int64_t r1) {
+  const int64_t K = jb.cols, nkb = K / 32, ldx = K * 2;
+  const int64_t Tp = (jb.T + 31) / 32 * 32;
+  // ~512 KiB of packed BF16 weights per block (L2), a multiple of 32 rows.
+  int64_t rb = (512 * 1024 / 2 / (K > 0 ? K : 1)) / 32 * 32;
+  rb = rb < 32 ? 32 : rb;
+  unsigned* tiles = reinterpret_cast<unsigned*>(thread_scratch(rb * K / 2 + 256));
+  alignas(64) float c[4][256];
+  load_tile_config();
+  for (int64_t b0 = r0; b0 < r1; b0 += rb) {
+    const int64_t n = r1 - b0 < rb ? r1 - b0 : rb, nr = (n + 31) / 32 * 32;
+    pack_rows(jb, b0, n, nr, tiles);
+    for (int64_t t0 = 0; t0 < Tp; t0 += 32) {
+      const char* a0 = reinterpret_cast<const char*>(jb.xbf16 + t0 * K);
+      const char* a1 = a0 + 16 * ldx;
+      for (int64_t rt = 0; rt < nr / 16; rt += 2) {
+        const unsigned* bt0 = tiles + rt * nkb * 256;
+        const unsigned* bt1 = bt0 + nkb * 256;
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (int64_t kb = 0; kb < nkb; ++kb) {
+          _tile_loadd(4, a0 + kb * 64, ldx);
+          _tile_loadd(5, a1 + kb * 64, ldx);
+          _tile_loadd(6, bt0 + kb * 256, 64);
+          _tile_loadd(7, bt1 + kb * 256, 64);
+          _tile_dpbf16ps(0, 4, 6);
+          _tile_dpbf16ps(1, 4, 7);
+          _tile_dpbf16ps(2, 5, 6);
+          _tile_dpbf16ps(3, 5, 7);
+        }
+        _tile_stored(0, c[0], 64);
+        _tile_stored(1, c[1], 64);
+        _tile_stored(2, c[2], 64);
+        _tile_stored(3, c[3], 64);
+        const int64_t r = b0 + rt * 16;
+        emit(jb, c[0], t0, r, b0 + n);
+        emit(jb, c[1], t0, r + 16, b0 + n);
+        emit(jb, c[2], t0 + 16, r, b0 + n);
+        emit(jb, c[3], t0 + 16, r + 16, b0 + n);
+      }
+    }
+  }
+  _tile_release();
+}
+
+}  // namespace dg::detail
+#endif  // DG_X86

@@ -1,0 +1,68 @@
+// --quantize on every CLI command that loads a model.
+import { execFile } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { Model } from "../../lib/index.js";
+import { makeTinyCheckpoint, tinySpecs, type TinyCheckpoint } from "../support/checkpoint.js";
+import { relativeError } from "../support/compare.js";
+
+const cli = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "lib", "cli", "main.js");
+const spec = { ...tinySpecs()["qwen2-f32-gqa-tied"], vocab: 300 };
+let root = "";
+let ckpt: TinyCheckpoint;
+
+async function run(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, [cli, ...args], { maxBuffer: 1 << 28 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+test.before(async () => {
+  root = await mkdtemp(join(tmpdir(), "dg-quant-cli-"));
+  ckpt = await makeTinyCheckpoint(join(root, "m"), spec);
+});
+test.after(async () => {
+  await rm(root, { recursive: true, force: true });
+});
+
+test("inspect --quantize reports the quantized linear layers", async () => {
+  const r = await run("inspect", ckpt.dir, "--json", "--quantize", "q4_0");
+  assert.is(r.code, 0, r.stderr);
+  const info = JSON.parse(r.stdout);
+  assert.is(info.quantization, "q4_0");
+  assert.is(info.linearDtype, "Q4_0");
+  const plain = JSON.parse((await run("inspect", ckpt.dir, "--json")).stdout);
+  assert.is(plain.quantization, null);
+  assert.is(plain.linearDtype, "F32");
+  assert.ok(info.linearBytes * 6 < plain.linearBytes, `${info.linearBytes} vs ${plain.linearBytes}`);
+});
+
+test("forward --quantize gives the logits of Model.load(dir, { quantize })", async () => {
+  const r = await run("forward", ckpt.dir, "--ids", "1,2,3,4", "--json", "--quantize", "q8_0");
+  assert.is(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  const model = await Model.load(ckpt.dir, { quantize: "q8_0" });
+  const want = await model.forward([1, 2, 3, 4]);
+  const got = Float32Array.from((out.logits as number[][]).flat());
+  assert.ok(relativeError(got, want.logits.data) <= 1e-6);
+  model.dispose();
+});
+
+test("generate --quantize runs; a bad --quantize is a usage error", async () => {
+  const r = await run("generate", ckpt.dir, "hello", "--max-tokens", "3", "--quantize", "q4_k");
+  assert.is(r.code, 0, r.stderr);
+  const bad = await run("forward", ckpt.dir, "--ids", "1", "--quantize", "q3");
+  assert.is(bad.code, 2);
+  assert.match(bad.stderr, /ERR_USAGE.*--quantize must be one of q8_0, q4_0, q4_k, got "q3"/);
+});
+
+test.run();
