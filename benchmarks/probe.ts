@@ -25,6 +25,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Dataset, Model, probeLayers, type ProbeReport } from "../lib/index.js";
 import { pairFolds, probeLayer } from "../lib/guard/probe.js";
+import { writeJsonAtomic } from "../lib/io/atomic.js";
 import { Random } from "../lib/random.js";
 import { makeTokenizerFiles } from "../test/support/tokenizer-fixture.js";
 import { BENCH_SHAPES, ensureRandomCheckpoint } from "./support/random-checkpoint.js";
@@ -128,8 +129,7 @@ async function main(): Promise<void> {
   };
   const out = join(here, "..", "..", "benchmarks", "results", "probe.json");
   await mkdir(dirname(out), { recursive: true });
-  await writeFile(`${out}.tmp`, JSON.stringify(result, null, 2) + "\n");
-  await rename(`${out}.tmp`, out);
+  await writeJsonAtomic(out, result);
   const m = result.medians;
   process.stdout.write(
     `probe, 100M ${dtype}, SVEN ${values.split} (${result.dataset.pairs} pairs, ${result.dataset.tokens} tokens), ${folds} folds, medians of ${repeats}:\n` +

@@ -66,3 +66,8 @@ export function wrapNativeError(err: unknown, where?: string): DeepGuardError {
   }
   return new DeepGuardError("ERR_NATIVE", prefix + String(err));
 }
+
+/** Throws ERR_ABORTED (the signal's reason as cause) when `signal` has fired. */
+export function throwIfAborted(signal: AbortSignal | undefined, what: string): void {
+  if (signal?.aborted) throw new DeepGuardError("ERR_ABORTED", `${what} was aborted`, { cause: signal.reason });
+}

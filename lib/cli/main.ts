@@ -7,12 +7,16 @@
  *   deepguard generate <model-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
  *   deepguard train <model-dir> --data <sven-train> --out <dir> [...]   (lib/cli/train.ts)
  *   (forward and generate take --adapter <dir>: a PEFT LoRA adapter)
+ *   deepguard tokenizer train --corpus <file-or-dir> --out <dir> [--vocab 8192]
+ *   deepguard corpus build|pack ...
  *   deepguard probe <model-dir> --data <sven-path> --out <dir> [--folds 5] [--seed S] [--pooling mean|changed] [--max-tokens N] [--json]
  */
 import { parseArgs } from "node:util";
 import { DeepGuardError } from "../errors.js";
 import { Model } from "../model/model.js";
 import { writeForwardJson } from "./forward-json.js";
+import { CORPUS_USAGE, corpusCommand } from "./corpus.js";
+import { TOKENIZER_USAGE, tokenizerCommand } from "./tokenizer.js";
 import { PROBE_USAGE, probeCommand } from "./probe.js";
 import { TRAIN_USAGE, trainCommand } from "./train.js";
 
@@ -20,6 +24,8 @@ const USAGE = `usage:
   deepguard inspect <model-dir> [--json]
   deepguard forward <model-dir> (--ids 1,2,3 | --text "...") [--adapter <dir>] [--json]
   deepguard generate <model-dir> "<prompt>" [--adapter <dir>] [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
+  ${TOKENIZER_USAGE}
+  ${CORPUS_USAGE}
   ${PROBE_USAGE}
   ${TRAIN_USAGE}`;
 
@@ -133,6 +139,8 @@ async function main(argv: string[]): Promise<number> {
     if (command === "inspect") await inspect(rest);
     else if (command === "forward") await forward(rest);
     else if (command === "generate") await generate(rest);
+    else if (command === "tokenizer") await tokenizerCommand(rest);
+    else if (command === "corpus") await corpusCommand(rest);
     else if (command === "probe") await probeCommand(rest);
     else if (command === "train") await trainCommand(rest);
     else if (command === undefined || command === "--help" || command === "-h") {
@@ -144,7 +152,8 @@ async function main(argv: string[]): Promise<number> {
     if ((err as Error).name === "AbortError") return 130;
     const code = (err as { code?: string }).code;
     process.stderr.write(`deepguard: ${code ? `[${code}] ` : ""}${(err as Error).message}\n`);
-    return err instanceof UsageError || code === "ERR_USAGE" || code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" ? 2 : 1;
+    // node:util parseArgs throws its own ERR_PARSE_ARGS_* codes for malformed flags.
+    return code === "ERR_USAGE" || /^ERR_PARSE_ARGS_/.test(code ?? "") ? 2 : 1;
   }
 }
 

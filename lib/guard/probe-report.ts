@@ -5,7 +5,7 @@
 import { mkdir } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { DeepGuardError } from "../errors.js";
-import { writeFileAtomic } from "../io/atomic-file.js";
+import { writeFileAtomic } from "../io/atomic.js";
 import type { ProbeReport } from "./probe.js";
 
 export const PROBE_JSON = "probe-report.json";
@@ -99,7 +99,13 @@ export async function writeProbeReport(dir: string, report: ProbeReport): Promis
   });
   const json = join(dir, PROBE_JSON);
   const svg = join(dir, PROBE_SVG);
-  await writeFileAtomic(json, JSON.stringify(report, null, 2) + "\n");
-  await writeFileAtomic(svg, probeSvg(report));
+  for (const [path, data] of [
+    [json, JSON.stringify(report, null, 2) + "\n"],
+    [svg, probeSvg(report)],
+  ] as const) {
+    await writeFileAtomic(path, data).catch((err: Error) => {
+      throw new DeepGuardError("ERR_FILE_WRITE", `cannot write ${path}: ${err.message}`, { cause: err });
+    });
+  }
   return { json, svg };
 }

@@ -5,7 +5,8 @@
  *   report.layers;            // [{ layer, accuracy, accuracyStd, auc, aucStd }] for hidden states 0..L
  *   report.recommendedLayers; // the band of upper layers to aggregate
  *
- * One forward pass per function captures all L+1 hidden states; each is pooled to
+ * One forward pass per function captures all L+1 hidden states (the tokenizer's
+ * special prefix such as BOS goes first and is not pooled); each is pooled to
  * one vector per function (mean over all tokens, or over the tokens the fix
  * changed). Per layer, a standardized L2-regularized logistic regression separates
  * secure (label 1) from vulnerable (label 0) functions under k-fold cross-validation
@@ -13,7 +14,7 @@
  * never sees the twin of a function it is tested on.
  */
 import { z } from "zod";
-import { DeepGuardError } from "../errors.js";
+import { DeepGuardError, throwIfAborted } from "../errors.js";
 import type { Dataset, SvenPair } from "../data/dataset.js";
 import type { Model } from "../model/model.js";
 import type { Matrix } from "../model/tensor.js";
@@ -70,6 +71,8 @@ export interface ProbeReport {
   bandRule: string;
   /** Functions pooled over all tokens under "changed" pooling because none of their tokens changed. */
   changedFallbacks: number;
+  /** Special token ids (e.g. BOS) each forward pass started with; they are not pooled. */
+  prefixTokens: number[];
   /** Logistic-regression fits that stopped at the iteration limit before converging. */
   unconvergedFits: number;
   /**
@@ -102,19 +105,24 @@ export interface ProbeFeatures {
   hidden: number;
   tokens: number;
   changedFallbacks: number;
+  /** Special token ids put before every function (see specialPrefix); not pooled. */
+  prefix: number[];
   /** Wall time of the forward passes, pooling included (it overlaps the next forward). */
   forwardSeconds: number;
   /** Time spent pooling on the JavaScript thread. */
   poolSeconds: number;
 }
 
-/** Mean of the rows of `m` where `mask` is 1 (all rows when mask is null), added into out[offset..offset + cols). */
-function poolRows(m: Matrix, mask: Uint8Array | null, out: Float32Array, offset: number): void {
+/**
+ * Mean of the rows of `m` from `skip` on where `mask` (indexed from `skip`) is 1, or of all of them
+ * when mask is null, written to out[offset..offset + cols).
+ */
+function poolRows(m: Matrix, skip: number, mask: Uint8Array | null, out: Float32Array, offset: number): void {
   const { cols, rows, data } = m;
   const acc = new Float64Array(cols);
   let count = 0;
-  for (let t = 0; t < rows; t++) {
-    if (mask && !mask[t]) continue;
+  for (let t = skip; t < rows; t++) {
+    if (mask && !mask[t - skip]) continue;
     count++;
     const base = t * cols;
     for (let j = 0; j < cols; j++) acc[j] += data[base + j];
@@ -122,7 +130,23 @@ function poolRows(m: Matrix, mask: Uint8Array | null, out: Float32Array, offset:
   for (let j = 0; j < cols; j++) out[offset + j] = acc[j] / count;
 }
 
-/** Runs one forward per function and pools every hidden state. */
+/**
+ * The special tokens the tokenizer puts before a text (e.g. Llama's BOS; none for
+ * Qwen2): the model was trained to see them first, so the forward passes get them
+ * too, and pooling leaves them out. Found by encoding a sample with and without
+ * special tokens.
+ */
+export function specialPrefix(model: Model): number[] {
+  const sample = "int x = 0;";
+  const withSpecial = model.tokenize(sample, { addSpecialTokens: true });
+  const plain = model.tokenize(sample, { addSpecialTokens: false });
+  for (let k = 0; k + plain.length <= withSpecial.length; k++) {
+    if (plain.every((id, i) => withSpecial[k + i] === id)) return withSpecial.slice(0, k);
+  }
+  return [];
+}
+
+/** Runs one forward per function (after the tokenizer's special prefix) and pools every hidden state. */
 export async function extractFeatures(
   model: Model,
   pairs: readonly SvenPair[],
@@ -135,15 +159,23 @@ export async function extractFeatures(
   const functions = pairs.length * 2;
   const features = Array.from({ length: L + 1 }, () => new Float32Array(functions * hidden));
   const sides = pairs.flatMap((p) => [p.vulnerable, p.secure]);
+  const prefix = specialPrefix(model);
   let tokens = 0;
   let changedFallbacks = 0;
   let poolMs = 0;
   const started = performance.now();
   // The next forward runs on the native threads while this one is pooled here.
-  const run = (i: number) => model.forward(sides[i].ids, { hiddenStates: "all", logits: "none", signal });
+  const input = (ids: Int32Array) => {
+    if (prefix.length === 0) return ids;
+    const out = new Int32Array(prefix.length + ids.length);
+    out.set(prefix);
+    out.set(ids, prefix.length);
+    return out;
+  };
+  const run = (i: number) => model.forward(input(sides[i].ids), { hiddenStates: "all", logits: "none", signal });
   let pending = functions > 0 ? run(0) : undefined;
   for (let i = 0; i < functions; i++) {
-    signal?.throwIfAborted();
+    throwIfAborted(signal, "probeLayers");
     const out = await pending!;
     pending = i + 1 < functions ? run(i + 1) : undefined;
     pending?.catch(() => undefined); // handled when awaited; avoids an unhandled rejection if we stop first
@@ -154,12 +186,12 @@ export async function extractFeatures(
       else changedFallbacks++;
     }
     const poolStarted = performance.now();
-    for (let l = 0; l <= L; l++) poolRows(out.hiddenStates.get(l)!, mask, features[l], i * hidden);
+    for (let l = 0; l <= L; l++) poolRows(out.hiddenStates.get(l)!, prefix.length, mask, features[l], i * hidden);
     poolMs += performance.now() - poolStarted;
     tokens += side.ids.length;
     onProgress?.({ phase: "forward", done: i + 1, total: functions });
   }
-  return { features, hidden, tokens, changedFallbacks, forwardSeconds: (performance.now() - started) / 1000, poolSeconds: poolMs / 1000 };
+  return { features, hidden, tokens, changedFallbacks, prefix, forwardSeconds: (performance.now() - started) / 1000, poolSeconds: poolMs / 1000 };
 }
 
 /** Fold of each pair: pairs shuffled with the seed, then dealt round-robin, so fold sizes differ by at most one. */
@@ -264,7 +296,7 @@ export async function probeLayers(model: Model, dataset: Dataset, options?: Prob
   const layers: LayerResult[] = [];
   let unconvergedFits = 0;
   for (let l = 0; l <= L; l++) {
-    opts.signal?.throwIfAborted();
+    throwIfAborted(opts.signal, "probeLayers");
     const r = probeLayer(extracted.features[l], extracted.hidden, fold, opts.folds, opts.l2);
     unconvergedFits += r.unconverged;
     const a = meanStd(r.accuracy);
@@ -292,6 +324,7 @@ export async function probeLayers(model: Model, dataset: Dataset, options?: Prob
     recommendedLayers: recommendBand(layers, opts.bandSize),
     bandRule: BAND_RULE,
     changedFallbacks: extracted.changedFallbacks,
+    prefixTokens: extracted.prefix,
     unconvergedFits,
     timings: {
       forwardSeconds: extracted.forwardSeconds,

@@ -7,9 +7,9 @@
  */
 import { open, rename, unlink, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
-import { randomBytes } from "node:crypto";
 import { z } from "zod";
 import { DeepGuardError } from "../errors.js";
+import { syncDirectory, tempPathFor } from "./atomic.js";
 
 /** Bytes per element of every standard safetensors dtype. */
 export const SAFETENSORS_DTYPES = {
@@ -270,17 +270,6 @@ function encodeHeader(
   return padded;
 }
 
-/** Makes the rename itself durable; directories cannot be opened for fsync on every platform. */
-async function syncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, "r").catch(() => undefined);
-  if (!handle) return;
-  try {
-    await handle.sync().catch(() => undefined);
-  } finally {
-    await handle.close();
-  }
-}
-
 /** Writes a safetensors file atomically: to a temp name, fsynced, then renamed over `path`. */
 // One write() moves at most ~2 GiB on Linux and may move less; loop in chunks.
 const WRITE_CHUNK = 1 << 30;
@@ -317,7 +306,7 @@ export async function writeSafetensors(
   const lengthPrefix = Buffer.alloc(8);
   lengthPrefix.writeBigUInt64LE(BigInt(header.length));
 
-  const tempPath = `${path}.tmp-${process.pid}-${randomBytes(6).toString("hex")}`;
+  const tempPath = tempPathFor(path);
   const file = await open(tempPath, "wx");
   try {
     try {

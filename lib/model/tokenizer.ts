@@ -55,6 +55,13 @@ export class Tokenizer {
     return new Tokenizer(hf, eosToken);
   }
 
+  /** One more than the largest token id, added tokens included. */
+  get vocabSize(): number {
+    let max = -1;
+    for (const id of this.#hf.get_vocab(true).values()) if (id > max) max = id;
+    return max + 1;
+  }
+
   encode(text: string, options: EncodeOptions = {}): number[] {
     if (typeof text !== "string") throw new DeepGuardError("ERR_ARGUMENT", "encode() needs a string");
     return this.#hf.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;

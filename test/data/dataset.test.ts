@@ -1,6 +1,6 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Dataset, Model, type SvenPair } from "../../lib/index.js";
@@ -240,6 +240,27 @@ test("changed masks on non-ASCII text: offsets are code points; split characters
   const marked = afterIds.filter((_, i) => pair.secure.changed[i]).map((id) => tokenizer.decode([id]));
   assert.ok(marked.some((t) => t.includes("e")) && marked.some((t) => t.includes("y")), marked.join("|"));
   assert.ok(!marked.some((t) => t.includes("\uFFFD")), "no emoji byte token is marked");
+});
+
+test("ids that cannot reproduce the text (an NFC normalizer on decomposed text): ERR_TOKENIZER, or dropped in skip mode", async () => {
+  const dir = join(root, "nfc-model");
+  await mkdir(dir);
+  for (const f of ["config.json", "model.safetensors", "tokenizer_config.json"]) await copyFile(join(model.info.directory, f), join(dir, f));
+  const json = JSON.parse(await readFile(join(model.info.directory, "tokenizer.json"), "utf8")) as Record<string, unknown>;
+  await writeFile(join(dir, "tokenizer.json"), JSON.stringify({ ...json, normalizer: { type: "NFC" } }));
+  const nfc = await Model.load(dir);
+  const decomposed = "s = 'cafe\u0301'\n"; // "é" as e + combining acute: NFC composes it, so the ids spell other bytes
+  const r = record({
+    func_src_before: decomposed,
+    func_src_after: "s = 'cafe'\n",
+    char_changes: { deleted: [{ char_start: 9, char_end: 10, chars: "\u0301" }], added: [] },
+  });
+  const path = await writeJsonl("nfc.jsonl", [record(), r]);
+  await expectError(async () => (await Dataset.fromSven(path)).pairs(nfc), "ERR_TOKENIZER", /nfc\.jsonl:2: field "func_src_before"/);
+  const skipping = await Dataset.fromSven(path, { onInvalid: "skip" });
+  assert.equal((await skipping.pairs(nfc)).map((p) => p.id), ["nfc.jsonl:1"]);
+  assert.equal(await skipping.dropped(nfc), { tooLong: 0, unaligned: 1 });
+  nfc.dispose();
 });
 
 test("pairs() needs a model with a tokenizer", async () => {

@@ -1,6 +1,6 @@
 // probeLayers on a tiny random model and a slice of SVEN, its report files, and the CLI.
 import { execFile } from "node:child_process";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -8,7 +8,7 @@ import { promisify } from "node:util";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { Dataset, Model, probeLayers, type ProbeProgress, type ProbeReport } from "../../lib/index.js";
-import { extractFeatures } from "../../lib/guard/probe.js";
+import { extractFeatures, specialPrefix } from "../../lib/guard/probe.js";
 import { probeSvg, probeTable, writeProbeReport } from "../../lib/guard/probe-report.js";
 import { makeTinyCheckpoint, tinySpecs } from "../support/checkpoint.js";
 import { expectError } from "../support/expect.js";
@@ -90,6 +90,41 @@ test("features: one forward per function, mean pooling equals a hand mean of the
   }
 });
 
+test("a tokenizer that adds BOS: every forward starts with it, pooling leaves it out", async () => {
+  const dir = join(root, "bos-model");
+  await mkdir(dir);
+  for (const f of ["config.json", "model.safetensors", "tokenizer_config.json"]) await copyFile(join(root, "m", f), join(dir, f));
+  const json = JSON.parse(await readFile(join(root, "m", "tokenizer.json"), "utf8")) as { added_tokens: { id: number; content: string }[] };
+  const bos = json.added_tokens[0];
+  const special = { [bos.content]: { id: bos.content, ids: [bos.id], tokens: [bos.content] } };
+  const templated = {
+    ...json,
+    post_processor: {
+      type: "TemplateProcessing",
+      single: [{ SpecialToken: { id: bos.content, type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }],
+      pair: [{ SpecialToken: { id: bos.content, type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }, { Sequence: { id: "B", type_id: 1 } }],
+      special_tokens: special,
+    },
+  };
+  await writeFile(join(dir, "tokenizer.json"), JSON.stringify(templated));
+  const withBos = await Model.load(dir);
+  assert.equal(specialPrefix(withBos), [bos.id]);
+  assert.equal(specialPrefix(model), [], "the Qwen2-style fixture adds nothing");
+  const pairs = (await slice.pairs(withBos)).slice(0, 1);
+  const features = await extractFeatures(withBos, pairs, "mean");
+  assert.equal(features.prefix, [bos.id]);
+  const ids = pairs[0].secure.ids;
+  const out = await withBos.forward([bos.id, ...ids], { hiddenStates: [1], logits: "none" });
+  const h = out.hiddenStates.get(1)!;
+  const expected = Array.from({ length: spec.hidden }, (_, j) => {
+    let sum = 0;
+    for (let t = 1; t < h.rows; t++) sum += h.row(t)[j];
+    return Math.fround(sum / ids.length);
+  });
+  assert.equal(Array.from(features.features[1].subarray(spec.hidden, 2 * spec.hidden)), expected);
+  withBos.dispose();
+});
+
 test("changed pooling runs and counts the functions with no changed token", async () => {
   const r = await probeLayers(model, slice, { folds: 2, seed: 3, pooling: "changed" });
   const pairs = await slice.pairs(model);
@@ -115,7 +150,8 @@ test("an abort stops the forward passes", async () => {
   const run = probeLayers(model, slice, { folds: 2, signal: ac.signal, onProgress: (p) => p.done === 3 && ac.abort() });
   let caught: unknown;
   await run.catch((err) => (caught = err));
-  assert.is((caught as Error)?.name, "AbortError");
+  assert.is((caught as { code?: string })?.code, "ERR_ABORTED");
+  assert.is(((caught as Error).cause as Error)?.name, "AbortError");
 });
 
 test("report files: JSON round-trips, the SVG shades the band and plots every layer, the table marks them", async () => {

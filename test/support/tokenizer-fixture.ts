@@ -3,19 +3,14 @@
  * GPT-2 / Qwen2 tokenizers are: the 256 byte symbols, merges learned greedily
  * from a built-in code corpus, and `<|endoftext|>` as the one special token.
  * The files have the layout of Qwen2's tokenizer.json / tokenizer_config.json.
+ * `naiveBpe` (a full recount per merge) is also the reference that the SDK's
+ * incremental trainer (lib/tokenizer/bpe-trainer.ts) is tested against.
  */
+import { baseVocabulary, byteSymbols, SPLIT_REGEX, tokenizerFiles, type TokenizerFiles } from "../../lib/tokenizer/byte-level.js";
 
 export const EOS_TOKEN = "<|endoftext|>";
 
-/** Qwen2's pre-tokenizer split pattern, as stored in tokenizer.json (Oniguruma syntax). */
-const SPLIT_PATTERN =
-  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-
-/** The same pattern for JavaScript (no inline case-insensitive group), used to split the training corpus. */
-const SPLIT_REGEX =
-  /'(?:[sStTmMdD]|[rR][eE]|[vV][eE]|[lL][lL])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+/gu;
-
-const CORPUS = `
+export const CORPUS = `
 def get_user(conn, user_id):
     query = "SELECT * FROM users WHERE id = %s"
     cursor = conn.cursor()
@@ -77,33 +72,19 @@ int main(int argc, char **argv) {
 }
 `;
 
-/** GPT-2's bytes_to_unicode: printable bytes map to themselves, the rest to code points from 256 up. */
-function byteSymbols(): string[] {
-  const printable = (b: number) => (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
-  const symbols: string[] = new Array(256);
-  let next = 256;
-  for (let b = 0; b < 256; b++) symbols[b] = String.fromCodePoint(printable(b) ? b : next++);
-  return symbols;
-}
-
-/** GPT-2 orders the base vocabulary printable bytes first, then the remapped ones. */
-function baseVocabulary(symbols: string[]): string[] {
-  const codePoint = (s: string) => s.codePointAt(0)!;
-  return [...symbols].sort((a, b) => codePoint(a) - codePoint(b));
-}
-
 /**
  * Greedy BPE training: repeatedly merge the most frequent adjacent pair (ties:
  * smallest pair text) until the vocabulary has `size` tokens. As in the HF
  * trainer, a merge whose result is already a token adds a merge but no token.
  */
-function learnVocabulary(symbols: string[], size: number): { tokens: string[]; merges: string[] } {
+export function naiveBpe(corpus: string, size: number): { tokens: string[]; merges: string[] } {
+  const symbols = byteSymbols();
   const encoder = new TextEncoder();
   const wordCounts = new Map<string, number>();
-  for (const word of CORPUS.match(SPLIT_REGEX) ?? []) wordCounts.set(word, (wordCounts.get(word) ?? 0) + 1);
+  for (const word of corpus.match(SPLIT_REGEX) ?? []) wordCounts.set(word, (wordCounts.get(word) ?? 0) + 1);
   const words = [...wordCounts].map(([word, n]) => ({ parts: Array.from(encoder.encode(word), (b) => symbols[b]), n }));
 
-  const tokens = baseVocabulary(symbols);
+  const tokens = baseVocabulary();
   const known = new Set(tokens);
   const merges: string[] = [];
   while (tokens.length < size) {
@@ -144,71 +125,11 @@ function learnVocabulary(symbols: string[], size: number): { tokens: string[]; m
   return { tokens, merges };
 }
 
-const byteLevel = { type: "ByteLevel", add_prefix_space: false, trim_offsets: false, use_regex: false };
-
 /** `vocabSize` counts the special token: ids are 256 bytes, then merges, then `<|endoftext|>` last. */
-export function makeTokenizerFiles(
-  vocabSize: number,
-  modelMaxLength = 2048,
-): { tokenizerJson: object; tokenizerConfig: object; vocabSize: number } {
+export function makeTokenizerFiles(vocabSize: number, modelMaxLength = 2048): TokenizerFiles {
   if (!Number.isInteger(vocabSize) || vocabSize < 257) {
     throw new Error(`tokenizer vocabSize must be an integer >= 257 (256 bytes + ${EOS_TOKEN}), got ${vocabSize}`);
   }
-  const symbols = byteSymbols();
-  const { tokens, merges } = learnVocabulary(symbols, vocabSize - 1);
-  const vocab = Object.fromEntries(tokens.map((token, id) => [token, id]));
-  const eosId = tokens.length;
-  const eosEntry = {
-    content: EOS_TOKEN,
-    single_word: false,
-    lstrip: false,
-    rstrip: false,
-    normalized: false,
-    special: true,
-  };
-
-  const tokenizerJson = {
-    version: "1.0",
-    truncation: null,
-    padding: null,
-    added_tokens: [{ id: eosId, ...eosEntry }],
-    normalizer: null,
-    pre_tokenizer: {
-      type: "Sequence",
-      pretokenizers: [
-        { type: "Split", pattern: { Regex: SPLIT_PATTERN }, behavior: "Isolated", invert: false },
-        byteLevel,
-      ],
-    },
-    post_processor: byteLevel,
-    decoder: byteLevel,
-    model: {
-      type: "BPE",
-      dropout: null,
-      unk_token: null,
-      continuing_subword_prefix: "",
-      end_of_word_suffix: "",
-      fuse_unk: false,
-      byte_fallback: false,
-      ignore_merges: false,
-      vocab,
-      merges,
-    },
-  };
-  const tokenizerConfig = {
-    add_bos_token: false,
-    add_eos_token: false,
-    add_prefix_space: false,
-    added_tokens_decoder: { [eosId]: eosEntry },
-    bos_token: null,
-    clean_up_tokenization_spaces: false,
-    eos_token: EOS_TOKEN,
-    errors: "replace",
-    model_max_length: modelMaxLength,
-    pad_token: EOS_TOKEN,
-    split_special_tokens: false,
-    tokenizer_class: "PreTrainedTokenizerFast",
-    unk_token: null,
-  };
-  return { tokenizerJson, tokenizerConfig, vocabSize: eosId + 1 };
+  const { tokens, merges } = naiveBpe(CORPUS, vocabSize - 1);
+  return tokenizerFiles(tokens, merges, [EOS_TOKEN], modelMaxLength);
 }
