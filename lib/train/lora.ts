@@ -13,7 +13,7 @@ import { z } from "zod";
 import { readAdapter, LORA_TARGETS, type LoraTarget } from "../model/adapter.js";
 import { engineOf, type Model } from "../model/model.js";
 import { DeepGuardError, wrapNativeError } from "../errors.js";
-import { writeFileAtomic } from "../io/atomic-file.js";
+import { writeFileAtomic } from "../io/atomic.js";
 import { f32Bytes, decodeTensor } from "../io/dtype.js";
 import { readSafetensorsHeader, readTensorData, writeSafetensors } from "../io/safetensors.js";
 import { native } from "../native.js";

@@ -33,7 +33,7 @@ import type { Dataset, SvenPair } from "../data/dataset.js";
 import { AGGREGATIONS, Guard, type Aggregation } from "../guard/guard.js";
 import { probeLayers } from "../guard/probe.js";
 import { DeepGuardError } from "../errors.js";
-import { writeFileAtomic } from "../io/atomic-file.js";
+import { writeFileAtomic } from "../io/atomic.js";
 import { decodeTensor, f32Bytes } from "../io/dtype.js";
 import { readSafetensorsHeader, readTensorData, writeSafetensors } from "../io/safetensors.js";
 import type { Model } from "../model/model.js";
