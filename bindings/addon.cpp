@@ -5,6 +5,7 @@
 #include "bindings/lora_train_binding.h"
 #include "bindings/guard_binding.h"
 #include "bindings/model_binding.h"
+#include "bindings/pretrain_binding.h"
 #include "bindings/testing_backward.h"
 #include "bindings/testing_ops.h"
 #include "bindings/train_binding.h"
@@ -18,6 +19,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   dg_bind::AddBackwardTestingOps(env, testing);
   exports.Set("testing", testing);
   dg_bind::InitGuard(env, exports);
+  dg_bind::InitPretrain(env, exports);
   return exports;
 }
 
