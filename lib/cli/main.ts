@@ -9,6 +9,7 @@
  *   (forward and generate take --adapter <dir>: a PEFT LoRA adapter)
  *   deepguard tokenizer train --corpus <file-or-dir> --out <dir> [--vocab 8192]
  *   deepguard corpus build|pack ...
+ *   deepguard pretrain <config.json> --data <packed> --out <dir> [...]   (lib/cli/pretrain.ts)
  *   deepguard probe <model-dir> --data <sven-path> --out <dir> [--folds 5] [--seed S] [--pooling mean|changed] [--max-tokens N] [--json]
  */
 import { parseArgs } from "node:util";
@@ -19,6 +20,7 @@ import { CORPUS_USAGE, corpusCommand } from "./corpus.js";
 import { TOKENIZER_USAGE, tokenizerCommand } from "./tokenizer.js";
 import { PROBE_USAGE, probeCommand } from "./probe.js";
 import { TRAIN_USAGE, trainCommand } from "./train.js";
+import { PRETRAIN_USAGE, pretrainCommand } from "./pretrain.js";
 
 const USAGE = `usage:
   deepguard inspect <model-dir> [--json]
@@ -27,7 +29,8 @@ const USAGE = `usage:
   ${TOKENIZER_USAGE}
   ${CORPUS_USAGE}
   ${PROBE_USAGE}
-  ${TRAIN_USAGE}`;
+  ${TRAIN_USAGE}
+  ${PRETRAIN_USAGE}`;
 
 class UsageError extends DeepGuardError {
   constructor(message: string) {
@@ -143,6 +146,7 @@ async function main(argv: string[]): Promise<number> {
     else if (command === "corpus") await corpusCommand(rest);
     else if (command === "probe") await probeCommand(rest);
     else if (command === "train") await trainCommand(rest);
+    else if (command === "pretrain") await pretrainCommand(rest);
     else if (command === undefined || command === "--help" || command === "-h") {
       process.stdout.write(USAGE + "\n");
       return command === undefined ? 2 : 0;
