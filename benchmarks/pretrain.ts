@@ -6,7 +6,7 @@
  * one optimizer step = forward + backward of every weight over `batch` packed rows
  * of `seq` tokens (native FullModel), global-norm clipping and AdamW over all
  * parameters, timed end to end after one warm-up step; medians of --repeats
- * (default 3). GFLOP/s counts 6 FLOPs per matmul parameter per token (LM head
+ * (default 3), the shapes interleaved round-robin so each sees the same load. GFLOP/s counts 6 FLOPs per matmul parameter per token (LM head
  * included, the embedding lookup not) plus causal attention (lib/train/pretrain.ts
  * trainFlopsPerToken). The load average is recorded before and after each shape:
  * the machine is shared.
@@ -66,22 +66,31 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
-async function measure(cfg: ModelConfig, seq: number, batch: number, repeats: number, compute: "float32" | "bfloat16") {
+interface Runner {
+  name: string;
+  compute: "float32" | "bfloat16";
+  cfg: ModelConfig;
+  model: PretrainModel;
+  step: () => Promise<number>;
+  times: number[];
+  loads: number[];
+}
+
+function runner(name: string, cfg: ModelConfig, seq: number, batch: number, compute: "float32" | "bfloat16"): Runner {
   const model = new PretrainModel(cfg, { computeDtype: compute });
   model.initialize(1, 0.02);
   const adamw = new AdamW(model.params, { weightDecay: 0.1, noDecay: isNoDecay });
   const r = new Random(7);
   const rows = Int32Array.from({ length: batch * (seq + 1) }, () => Math.floor(r.nextDouble() * cfg.vocabSize));
   const grads = [...model.grads.values()];
-  const times: number[] = [];
-  for (let i = 0; i <= repeats; i++) {
+  const step = async () => {
     const t0 = performance.now();
     await model.step(rows, seq + 1, true);
     await clipGradNorm(grads, 1);
     await adamw.step(model.grads, 1e-4);
-    if (i > 0) times.push((performance.now() - t0) / 1000);
-  }
-  return { model, times };
+    return (performance.now() - t0) / 1000;
+  };
+  return { name, compute, cfg, model, step, times: [], loads: [] };
 }
 
 async function main(): Promise<void> {
@@ -93,42 +102,45 @@ async function main(): Promise<void> {
   const repeats = Number(values.repeats ?? 3), seq = Number(values.seq ?? 512), batch = Number(values.batch ?? 1);
   const computes = values.compute === "both" ? (["float32", "bfloat16"] as const) : [(values.compute ?? "float32") as "float32" | "bfloat16"];
   const budgetSec = 3 * 3600;
-  const results = [];
-  for (const name of names) {
-    const cfg = parseModelConfig(shapeConfig(name, seq));
-    for (const compute of computes) {
-      const loadBefore = loadavg();
-      const { model, times } = await measure(cfg, seq, batch, repeats, compute);
-      const loadAfter = loadavg();
-      const step = median(times);
-      const tokensPerSec = (batch * seq) / step;
-      const params = model.parameterCount;
-      const embedding = cfg.vocabSize * cfg.hiddenSize;
-      const tokens3h = tokensPerSec * budgetSec;
-      const row = {
-        shape: name,
-        compute,
-        hidden: cfg.hiddenSize, layers: cfg.numLayers, heads: cfg.numHeads, kvHeads: cfg.numKvHeads, intermediate: cfg.intermediateSize,
-        parameters: params,
-        nonEmbeddingParameters: params - embedding,
-        seq, batch,
-        stepSeconds: times.map((t) => +t.toFixed(3)),
-        medianStepSeconds: +step.toFixed(3),
-        tokensPerSec: +tokensPerSec.toFixed(1),
-        gflops: +((trainFlopsPerToken(cfg, seq) * tokensPerSec) / 1e9).toFixed(2),
-        tokensIn3h: Math.round(tokens3h),
-        tokensPerParameterIn3h: +(tokens3h / params).toFixed(3),
-        chinchillaLossEstimate: +chinchillaLoss(params, tokens3h).toFixed(3),
-        loadavgBefore: loadBefore.map((x) => +x.toFixed(2)),
-        loadavgAfter: loadAfter.map((x) => +x.toFixed(2)),
-      };
-      results.push(row);
-      console.log(
-        `${name.padEnd(4)} ${compute.padEnd(8)} ${(params / 1e6).toFixed(2)}M params  step ${step.toFixed(2)} s  ${tokensPerSec.toFixed(0)} tok/s  ` +
-          `${row.gflops} GFLOP/s  3h: ${(tokens3h / 1e6).toFixed(1)}M tokens (${row.tokensPerParameterIn3h} tok/param)  ` +
-          `L_chinchilla ${row.chinchillaLossEstimate}  load ${loadBefore[0].toFixed(1)} -> ${loadAfter[0].toFixed(1)}`,
-      );
+  const runners: Runner[] = [];
+  for (const name of names) for (const compute of computes) runners.push(runner(name, parseModelConfig(shapeConfig(name, seq)), seq, batch, compute));
+  for (const r of runners) await r.step(); // warm-up
+  // Round-robin over the shapes so that each sees the same (shifting) machine load.
+  for (let i = 0; i < repeats; i++) {
+    for (const r of runners) {
+      r.loads.push(loadavg()[0]);
+      r.times.push(await r.step());
     }
+  }
+  const results = [];
+  for (const { name, compute, cfg, model, times, loads } of runners) {
+    const step = median(times);
+    const tokensPerSec = (batch * seq) / step;
+    const params = model.parameterCount;
+    const embedding = cfg.vocabSize * cfg.hiddenSize;
+    const tokens3h = tokensPerSec * budgetSec;
+    const row = {
+      shape: name,
+      compute,
+      hidden: cfg.hiddenSize, layers: cfg.numLayers, heads: cfg.numHeads, kvHeads: cfg.numKvHeads, intermediate: cfg.intermediateSize,
+      parameters: params,
+      nonEmbeddingParameters: params - embedding,
+      seq, batch,
+      stepSeconds: times.map((t) => +t.toFixed(3)),
+      medianStepSeconds: +step.toFixed(3),
+      tokensPerSec: +tokensPerSec.toFixed(1),
+      gflops: +((trainFlopsPerToken(cfg, seq) * tokensPerSec) / 1e9).toFixed(2),
+      tokensIn3h: Math.round(tokens3h),
+      tokensPerParameterIn3h: +(tokens3h / params).toFixed(3),
+      chinchillaLossEstimate: +chinchillaLoss(params, tokens3h).toFixed(3),
+      loadavg1mAtSteps: loads.map((x) => +x.toFixed(2)),
+    };
+    results.push(row);
+    console.log(
+      `${name.padEnd(4)} ${compute.padEnd(8)} ${(params / 1e6).toFixed(2)}M params  step ${step.toFixed(2)} s  ${tokensPerSec.toFixed(0)} tok/s  ` +
+        `${row.gflops} GFLOP/s  3h: ${(tokens3h / 1e6).toFixed(1)}M tokens (${row.tokensPerParameterIn3h} tok/param)  ` +
+        `L_chinchilla ${row.chinchillaLossEstimate}  load ${median(loads).toFixed(1)}`,
+    );
   }
   const out = join(repoRoot, "benchmarks", "results", "pretrain.json");
   await writeJsonAtomic(out, {
@@ -137,7 +149,7 @@ async function main(): Promise<void> {
     cpu: cpus()[0]?.model ?? "unknown",
     cores: cpus().length,
     threads: process.env.DEEPGUARD_THREADS ?? "default",
-    note: "medians of repeats after one warm-up step; a step = forward + backward of all weights + clipping + AdamW; machine shared, see loadavg",
+    note: "medians of repeats after one warm-up step, shapes interleaved round-robin; a step = forward + backward of all weights + clipping + AdamW; machine shared, see loadavg",
     results,
   });
   console.log(`wrote ${out}`);

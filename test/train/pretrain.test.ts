@@ -79,6 +79,25 @@ for (const variant of [
   });
 }
 
+test("BF16 compute copies: loss and gradients near the F32 masters, and refreshed after an update", async () => {
+  const config = parseModelConfig(hfConfig({ arch: "Qwen2ForCausalLM", tied: true }));
+  const f32 = new PretrainModel(config), bf16 = new PretrainModel(config, { computeDtype: "bfloat16" });
+  f32.initialize(2, 0.3);
+  for (const [name, p] of f32.params) bf16.params.get(name)!.set(p);
+  const r = new Random(1);
+  const rows = Int32Array.from({ length: 2 * 9 }, () => Math.floor(r.nextDouble() * 16));
+  const a = await f32.step(rows, 9, true), b = await bf16.step(rows, 9, true);
+  assert.ok(Math.abs(a.loss - b.loss) < 2e-2 * a.loss, `${a.loss} vs ${b.loss}`);
+  const ga = f32.grads.get("model.layers.1.mlp.up_proj.weight")!, gb = bf16.grads.get("model.layers.1.mlp.up_proj.weight")!;
+  let dot = 0, na = 0, nb = 0;
+  for (let i = 0; i < ga.length; i++) (dot += ga[i] * gb[i]), (na += ga[i] * ga[i]), (nb += gb[i] * gb[i]);
+  assert.ok(dot / Math.sqrt(na * nb) > 0.99, `gradient cosine ${dot / Math.sqrt(na * nb)}`);
+  // A master update must reach the compute copies before the next pass.
+  bf16.params.get("model.embed_tokens.weight")!.fill(0);
+  const c = await bf16.step(rows, 9, false);
+  assert.ok(Math.abs(c.loss - Math.log(16)) < 1e-3, `all-zero embeddings give uniform logits: ${c.loss}`);
+});
+
 /** A learnable synthetic packed corpus: mostly next = (3 * prev + 1) mod V, some noise. */
 async function writePacked(path: string, rows: number, seqLen: number, vocab: number, seed: number): Promise<void> {
   const r = new Random(seed);
