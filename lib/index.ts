@@ -14,6 +14,18 @@ export { LORA_TARGETS, type AdapterInfo, type LoraTarget } from "./model/adapter
 export { DeepGuardError, ERROR_CODES, isErrorCode, throwIfAborted, type ErrorCode } from "./errors.js";
 export { AdamW, clipGradNorm, type AdamWOptions, type AdamWState } from "./train/optimizer.js";
 export { learningRate, type ScheduleOptions } from "./train/schedule.js";
+export {
+  pretrain,
+  readPretrainConfig,
+  parsePretrainConfig,
+  PretrainModel,
+  type PretrainConfig,
+  type PretrainOptions,
+  type PretrainResult,
+  type PretrainStepEvent,
+  type PretrainEvalEvent,
+  type TrainingConfig,
+} from "./train/pretrain.js";
 export { Dataset, changedMask, type DatasetOptions, type BatchOptions, type DroppedPairs, type PairSide, type SvenPair } from "./data/dataset.js";
 export { type InvalidLine } from "./data/sven.js";
 export { type TokenSpans } from "./model/token-offsets.js";
