@@ -137,6 +137,50 @@ for (const [name, specName, recompute] of [
   });
 }
 
+test("LoRA dropout: the same mask in forward, backward and recompute; gradients match finite differences of the dropped forward", async () => {
+  const spec = tinySpecs()["qwen2-f32-gqa-tied"];
+  const { model } = await load(spec);
+  const lora = LoraParameters.create(model, { rank: 2, alpha: 4, dropout: 0.3, targetModules: ["q_proj", "up_proj", "down_proj"] }, 9);
+  const rng = new Random(5);
+  const params = lora.parameters();
+  for (const [key, p] of Object.entries(params)) if (key.includes("lora_B")) for (let i = 0; i < p.length; i++) p[i] = (rng.nextDouble() - 0.5) * 0.5;
+  const T = 7;
+  const ids = Int32Array.from(randomIds(T, spec.vocab, 3));
+  const targets = Int32Array.from({ length: T }, (_, t) => (t + 1 < T ? ids[t + 1] : -1));
+  const run = async (recompute: boolean, seed: number) => {
+    lora.zeroGrad();
+    const pass = await trainForward(model, ids, lora, { targets, recompute, seed });
+    await pass.backward({ ceCoef: 1, klCoef: 0 });
+    pass.dispose();
+    return { ce: pass.ce, grads: Object.fromEntries(Object.entries(lora.gradients()).map(([k, g]) => [k, g.slice()])) };
+  };
+  const a = await run(false, 17), b = await run(true, 17), c = await run(false, 18);
+  assert.is(a.ce, b.ce);
+  for (const k of Object.keys(a.grads)) assert.equal(Array.from(b.grads[k]), Array.from(a.grads[k]), k);
+  assert.ok(a.ce !== c.ce, "another seed draws another mask");
+  const off = await trainForward(model, ids, lora, { targets, seed: 17, train: false });
+  assert.ok(off.ce !== a.ce, "no dropout when not training");
+  off.dispose();
+  // Central differences of the dropped forward (same seed) on a few B and A entries.
+  const got: number[] = [], want: number[] = [];
+  for (const key of Object.keys(params).filter((k) => k.includes("layers.1"))) {
+    const p = params[key];
+    for (const i of [0, Math.floor(p.length / 2)]) {
+      const keep = p[i];
+      const h = 2e-2;
+      p[i] = keep + h;
+      const up = (await run(false, 17)).ce;
+      p[i] = keep - h;
+      const down = (await run(false, 17)).ce;
+      p[i] = keep;
+      want.push((up - down) / (2 * h));
+      got.push(a.grads[key][i]);
+    }
+  }
+  assert.ok(relativeError(got, want) < 2e-2, `dropout gradients ${relativeError(got, want)}: ${got} vs ${want}`);
+  model.dispose();
+});
+
 test("training pass: bad ids, capture and targets are coded errors", async () => {
   const { model } = await load(tinySpecs()["qwen2-f32-gqa-tied"]);
   await expectError(() => trainForward(model, Int32Array.from([1, 99999]), null), "ERR_TOKEN_ID");

@@ -6,7 +6,6 @@
 #include <vector>
 
 #include "core/cpu_features.h"
-#include "kernels/cpu/attention_backward_impl.h"
 #include "kernels/cpu/attention_impl.h"
 #include "kernels/ops.h"
 
@@ -63,10 +62,6 @@ void (*row_kernel(int64_t hd))(const detail::AttentionRows&) {
 
 }  // namespace
 
-namespace detail {
-void attention_backward_head_scalar(const AttentionBackwardHead& a) { attention_backward_head(a); }
-}  // namespace detail
-
 void attention_forward(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t capacity,
                        int64_t T, int64_t pos0, int64_t n_heads, int64_t n_kv_heads, int64_t hd, ThreadPool& pool) {
   const int64_t group = n_heads / n_kv_heads;
@@ -108,22 +103,68 @@ void attention_forward(float* out, const float* q, const float* k_cache, const f
 
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, int64_t T, int64_t n_heads, int64_t n_kv_heads, int64_t hd, ThreadPool& pool) {
-  void (*head)(const detail::AttentionBackwardHead&) = detail::attention_backward_head_scalar;
-#if defined(DG_X86)
-  switch (active_isa()) {
-    case Isa::Avx512: head = detail::attention_backward_head_avx512; break;
-    case Isa::Avx2: head = detail::attention_backward_head_avx2; break;
-    case Isa::Scalar: break;
-  }
-#endif
-  const int64_t group = n_heads / n_kv_heads;
-  // One kv head per work item: its query heads are the only writers of its dk/dv.
+  const int64_t group = n_heads / n_kv_heads, ld = n_heads * hd;
+  const float scale = 1.f / std::sqrt(float(hd));
+  // Per head, five products on the input-gradient GEMM kernel (wide outputs, short
+  // reductions: the shape it is fast at), with [T][T] probabilities in f32:
+  //   S = Q K^T, P = softmax(scale S) (causal), dP = dO V^T, dS = P (dP - rowsum(P dP)) scale,
+  //   dQ += dS K, dK^T += Q^T dS, dV^T += dO^T P.
+  // One kv head per work item (the only writer of its dk/dv); the GEMMs run inline in it.
   pool.parallel_for(n_kv_heads, [&](int64_t kv0, int64_t kv1) {
-    std::vector<float> scratch(static_cast<size_t>(2 * T));
-    for (int64_t kv = kv0; kv < kv1; ++kv)
-      for (int64_t h = kv * group; h < (kv + 1) * group; ++h)
-        head({dq + h * hd, dk + kv * T * hd, dv + kv * T * hd, dout + h * hd, q + h * hd, k + kv * T * hd, v + kv * T * hd,
-              T, n_heads * hd, hd, 1.f / std::sqrt(float(hd)), scratch.data()});
+    std::vector<float> P(static_cast<size_t>(T * T)), dP(static_cast<size_t>(T * T));
+    std::vector<float> qh(static_cast<size_t>(T * hd)), gh(static_cast<size_t>(T * hd)), qt(static_cast<size_t>(hd * T)),
+        gt(static_cast<size_t>(hd * T)), kt(static_cast<size_t>(hd * T)), vt(static_cast<size_t>(hd * T)),
+        dqh(static_cast<size_t>(T * hd)), dkt(static_cast<size_t>(hd * T)), dvt(static_cast<size_t>(hd * T));
+    const auto f32 = [](const float* data, int64_t rows, int64_t cols) { return Matrix{data, DType::F32, rows, cols}; };
+    for (int64_t kv = kv0; kv < kv1; ++kv) {
+      const float* K = k + kv * T * hd;
+      const float* V = v + kv * T * hd;
+      for (int64_t j = 0; j < T; ++j)
+        for (int64_t i = 0; i < hd; ++i) {
+          kt[size_t(i * T + j)] = K[j * hd + i];
+          vt[size_t(i * T + j)] = V[j * hd + i];
+        }
+      std::fill(dkt.begin(), dkt.end(), 0.f);
+      std::fill(dvt.begin(), dvt.end(), 0.f);
+      for (int64_t h = kv * group; h < (kv + 1) * group; ++h) {
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t i = 0; i < hd; ++i) {
+            const float a = q[t * ld + h * hd + i], g = dout[t * ld + h * hd + i];
+            qh[size_t(t * hd + i)] = a;
+            gh[size_t(t * hd + i)] = g;
+            qt[size_t(i * T + t)] = a;
+            gt[size_t(i * T + t)] = g;
+          }
+        std::fill(P.begin(), P.end(), 0.f);
+        std::fill(dP.begin(), dP.end(), 0.f);
+        linear_backward(P.data(), nullptr, nullptr, qh.data(), nullptr, f32(kt.data(), hd, T), T, pool);   // S = Q K^T
+        linear_backward(dP.data(), nullptr, nullptr, gh.data(), nullptr, f32(vt.data(), hd, T), T, pool);  // dP = dO V^T
+        for (int64_t t = 0; t < T; ++t) {
+          float* p = P.data() + t * T;
+          float* d = dP.data() + t * T;
+          float mx = -INFINITY;
+          for (int64_t j = 0; j <= t; ++j) mx = std::max(mx, p[j] * scale);
+          float sum = 0.f;
+          for (int64_t j = 0; j <= t; ++j) sum += (p[j] = std::exp(p[j] * scale - mx));
+          const float inv = 1.f / sum;
+          float D = 0.f;
+          for (int64_t j = 0; j <= t; ++j) D += (p[j] *= inv) * d[j];
+          for (int64_t j = 0; j <= t; ++j) d[j] = p[j] * (d[j] - D) * scale;
+          for (int64_t j = t + 1; j < T; ++j) p[j] = d[j] = 0.f;  // causal mask
+        }
+        std::fill(dqh.begin(), dqh.end(), 0.f);
+        linear_backward(dqh.data(), nullptr, nullptr, dP.data(), nullptr, f32(K, T, hd), T, pool);        // dQ = dS K
+        linear_backward(dkt.data(), nullptr, nullptr, qt.data(), nullptr, f32(dP.data(), T, T), hd, pool);  // dK^T += Q^T dS
+        linear_backward(dvt.data(), nullptr, nullptr, gt.data(), nullptr, f32(P.data(), T, T), hd, pool);   // dV^T += dO^T P
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t i = 0; i < hd; ++i) dq[t * ld + h * hd + i] += dqh[size_t(t * hd + i)];
+      }
+      for (int64_t j = 0; j < T; ++j)
+        for (int64_t i = 0; i < hd; ++i) {
+          dk[kv * T * hd + j * hd + i] += dkt[size_t(i * T + j)];
+          dv[kv * T * hd + j * hd + i] += dvt[size_t(i * T + j)];
+        }
+    }
   });
 }
 
