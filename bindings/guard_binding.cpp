@@ -150,15 +150,18 @@ void FillTape(gd::Tape& tp, const ItemRefs& r, const gd::Dims& dims) {
 class ForwardWorker : public CodedWorker {
  public:
   ForwardWorker(Napi::Env env, Held held, gd::Dims dims, gd::Params params, ItemRefs items, std::vector<float*> outs,
-                Napi::Array out_list, bool train, uint64_t seed, bool keep)
+                Napi::Array out_list, bool train, uint64_t seed, bool keep, const gd::FusedAttention* fused)
       : CodedWorker(env), held_(std::move(held)), dims_(dims), params_(params), items_(std::move(items)),
         outs_(std::move(outs)), out_list_(Napi::Persistent(out_list)), train_(train), seed_(seed), keep_(keep),
-        tape_(std::make_shared<gd::Tape>()) {}
+        tape_(std::make_shared<gd::Tape>()), has_fused_(fused != nullptr) {
+    if (fused) fused_ = *fused;
+  }
 
  protected:
   void Compute() override {
     FillTape(*tape_, items_, dims_);
-    gd::guard_forward(*tape_, dims_, params_, train_, seed_, dg::ThreadPool::global());
+    if (has_fused_) gd::guard_forward_fused(*tape_, dims_, params_, fused_, dg::ThreadPool::global());
+    else gd::guard_forward(*tape_, dims_, params_, train_, seed_, dg::ThreadPool::global());
     int64_t t0 = 0;
     for (size_t i = 0; i < outs_.size(); ++i) {
       const int64_t T = items_.lengths[i];
@@ -188,7 +191,14 @@ class ForwardWorker : public CodedWorker {
   uint64_t seed_;
   bool keep_;
   TapePtr tape_;
+  bool has_fused_;
+  gd::FusedAttention fused_{};
 };
+
+const char* const kFusedNames[4] = {"fused.query_key", "fused.query_key_bias", "fused.value_fc1", "fused.value_fc1_bias"};
+int64_t FusedSize(int i, const gd::Dims& dims) {
+  return i == 0 ? dims.d * dims.d : i == 1 ? dims.d : i == 2 ? gd::kHidden1 * dims.d : gd::kHidden1;
+}
 
 // guardForward(spec, params, batch, { train, seed, keepTape }) ->
 //   Promise<{ tokens: Float32Array[], tape?: handle }>
@@ -202,6 +212,23 @@ Napi::Value GuardForward(const Napi::CallbackInfo& info) {
   ItemRefs items = ParseItems(env, info[2], dims, held);
   Napi::Object opt = ArgObject(info, 3, "options");
   const bool train = BoolField(opt, "train"), keep = BoolField(opt, "keepTape");
+  // options.fused: the folded attention weights of guardFuse, for eval-mode scoring.
+  gd::FusedAttention fused{};
+  const bool use_fused = !opt.Get("fused").IsUndefined();
+  if (use_fused) {
+    if (dims.aggregation != gd::Aggregation::Attention || train || keep)
+      Bad(env, "options.fused needs the attention aggregation, train false and keepTape false");
+    Napi::Value fv = opt.Get("fused");
+    if (!fv.IsObject()) Bad(env, "options.fused must be an object of Float32Arrays");
+    const float* ptrs[4];
+    for (int i = 0; i < 4; ++i) {
+      Napi::Value a = fv.As<Napi::Object>().Get(kFusedNames[i]);
+      if (!IsType(a, napi_float32_array) || int64_t(a.As<Napi::Float32Array>().ElementLength()) != FusedSize(i, dims))
+        Bad(env, std::string("options.fused[\"") + kFusedNames[i] + "\"] must be a Float32Array of " + std::to_string(FusedSize(i, dims)) + " values");
+      ptrs[i] = held.hold(a.As<Napi::Float32Array>());
+    }
+    fused = {ptrs[0], ptrs[1], ptrs[2], ptrs[3]};
+  }
   const double seed = NumberField(opt, "seed");
   if (!(seed >= 0 && seed <= 9007199254740991.0) || seed != std::floor(seed))
     Bad(env, "field seed must be an integer in [0, 2^53)");
@@ -213,7 +240,7 @@ Napi::Value GuardForward(const Napi::CallbackInfo& info) {
     outs.push_back(a.Data());
   }
   auto* w = new ForwardWorker(env, std::move(held), dims, params, std::move(items), std::move(outs), out_list, train,
-                              uint64_t(seed), keep);
+                              uint64_t(seed), keep, use_fused ? &fused : nullptr);
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;
@@ -312,11 +339,54 @@ Napi::Value GuardBackward(const Napi::CallbackInfo& info) {
   return p;
 }
 
+class FuseWorker : public CodedWorker {
+ public:
+  FuseWorker(Napi::Env env, Held held, gd::Dims dims, gd::Params params, std::vector<float*> outs, Napi::Object result)
+      : CodedWorker(env), held_(std::move(held)), dims_(dims), params_(params), outs_(std::move(outs)),
+        result_(Napi::Persistent(result)) {}
+
+ protected:
+  void Compute() override {
+    gd::guard_fuse(outs_[0], outs_[1], outs_[2], outs_[3], dims_, params_, dg::ThreadPool::global());
+  }
+  Napi::Value Result(Napi::Env) override { return result_.Value(); }
+
+ private:
+  Held held_;
+  gd::Dims dims_;
+  gd::Params params_;
+  std::vector<float*> outs_;
+  Napi::Reference<Napi::Object> result_;
+};
+
+// guardFuse(spec, params) -> Promise<{ "fused.query_key", ... }> (attention only).
+Napi::Value GuardFuse(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2) Bad(env, "guardFuse(spec, params)");
+  const gd::Dims dims = ParseDims(env, info[0]);
+  if (dims.aggregation != gd::Aggregation::Attention) Bad(env, "guardFuse: only the attention aggregation folds");
+  Held held;
+  gd::Params params;
+  ParseTensors(env, info[1], dims, "params", false, held, params.t);
+  Napi::Object result = Napi::Object::New(env);
+  std::vector<float*> outs;
+  for (int i = 0; i < 4; ++i) {
+    Napi::Float32Array a = Napi::Float32Array::New(env, size_t(FusedSize(i, dims)));
+    result.Set(kFusedNames[i], a);
+    outs.push_back(a.Data());
+  }
+  auto* w = new FuseWorker(env, std::move(held), dims, params, std::move(outs), result);
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
 }  // namespace
 
 void InitGuard(Napi::Env env, Napi::Object exports) {
   exports.Set("guardForward", Napi::Function::New(env, GuardForward, "guardForward"));
   exports.Set("guardBackward", Napi::Function::New(env, GuardBackward, "guardBackward"));
+  exports.Set("guardFuse", Napi::Function::New(env, GuardFuse, "guardFuse"));
 }
 
 }  // namespace dg_bind

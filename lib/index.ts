@@ -52,8 +52,23 @@ export {
   type TrainableGuard,
 } from "./train/trainer.js";
 export { LoraParameters, trainForward, type LoraOptions, type TrainPassOptions } from "./train/lora.js";
+export { trainTokenizer, DEFAULT_SPECIAL_TOKENS, type TrainTokenizerOptions, type TrainTokenizerResult } from "./tokenizer/train.js";
+export { buildCorpus, readExclusionTexts, type BuildCorpusOptions, type CorpusManifest, type CorpusSource } from "./corpus/build.js";
+export { packCorpus, readPacked, type PackOptions, type PackResult } from "./corpus/pack.js";
+export { evaluate, summarize, readSamples, defaultCheckers, sampleSeed, type EvaluateOptions, type EvalResult as EvaluationResult, type EvalSummary, type EvalProgress, type SampleRecord, type RunConfig, type OracleSummary, type ScenarioSummary } from "./eval/evaluate.js";
+export { loadScenarios, loadScenario, KNOWN_CWES, type Scenario, type Language, type LoadScenariosOptions } from "./eval/scenarios.js";
+export { modelGenerator, type CompletionGenerator, type CompletionRequest } from "./eval/generator.js";
+export { runChecker, type Checker, type Program, type Verdict } from "./eval/checker.js";
+export { AttackChecker } from "./eval/oracles/attack.js";
+export { BanditChecker, CppcheckChecker, FlawfinderChecker, CodeqlChecker } from "./eval/oracles/static.js";
+export { runFunctionalTest, type FunctionalResult } from "./eval/functional.js";
+export { cutCompletion, assembleProgram, parsePrograms, type CutResult, type ParseResult } from "./eval/completion.js";
+export { passAtK, wilson, aggregate, type Estimate, type ScenarioCounts, type ScenarioMetrics } from "./eval/metrics.js";
+export { runSandboxed, detectIsolation, type Isolation, type SandboxLimits, type RunOptions as SandboxRunOptions, type RunResult as SandboxRunResult } from "./eval/sandbox.js";
+export { renderMarkdown, renderChart } from "./eval/report.js";
 export {
   Guard,
+  GuardScorer,
   AGGREGATIONS,
   type Aggregation,
   type GuardCreateOptions,
@@ -63,6 +78,3 @@ export {
 } from "./guard/guard.js";
 export { type GuardFitOptions, type GuardFitResult, type GuardStepInfo, type GuardEpochInfo, type GuardValidation } from "./guard/fit.js";
 export { type ModelIdentity } from "./guard/identity.js";
-export { trainTokenizer, DEFAULT_SPECIAL_TOKENS, type TrainTokenizerOptions, type TrainTokenizerResult } from "./tokenizer/train.js";
-export { buildCorpus, readExclusionTexts, type BuildCorpusOptions, type CorpusManifest, type CorpusSource } from "./corpus/build.js";
-export { packCorpus, readPacked, type PackOptions, type PackResult } from "./corpus/pack.js";

@@ -120,8 +120,10 @@ export interface NativeAddon {
     spec: NativeGuardSpec,
     params: Record<string, Float32Array>,
     batch: { ids: Int32Array; hidden: Float32Array[] }[],
-    options: { train: boolean; seed: number; keepTape: boolean },
+    options: { train: boolean; seed: number; keepTape: boolean; fused?: Record<string, Float32Array> },
   ): Promise<{ tokens: Float32Array[]; tape?: NativeGuardTape }>;
+  /** The attention aggregator folded into fc1 for eval-mode scoring (native/guard/guard.h FusedAttention). */
+  guardFuse(spec: NativeGuardSpec, params: Record<string, Float32Array>): Promise<Record<string, Float32Array>>;
   /** Accumulates into grads; resolves to d(loss)/d(hidden) per item per layer. */
   guardBackward(
     spec: NativeGuardSpec,

@@ -11,6 +11,9 @@
  *   deepguard corpus build|pack ...
  *   deepguard pretrain <config.json> --data <packed> --out <dir> [...]   (lib/cli/pretrain.ts)
  *   deepguard probe <model-dir> --data <sven-path> --out <dir> [--folds 5] [--seed S] [--pooling mean|changed] [--max-tokens N] [--json]
+ *   deepguard eval ... / deepguard eval report ... / deepguard check ... (lib/cli/eval.ts, lib/cli/check.ts)
+ *   deepguard guard train <model-dir> --data <path> --val <path> --out <dir> [--layers a-b] [--aggregation ...] [--epochs N] [--seed S]
+ *   deepguard scan <model-dir> --guard <dir> <file> [--html <out.html>] [--json]
  */
 import { parseArgs } from "node:util";
 import { DeepGuardError } from "../errors.js";
@@ -21,6 +24,10 @@ import { TOKENIZER_USAGE, tokenizerCommand } from "./tokenizer.js";
 import { PROBE_USAGE, probeCommand } from "./probe.js";
 import { TRAIN_USAGE, trainCommand } from "./train.js";
 import { PRETRAIN_USAGE, pretrainCommand } from "./pretrain.js";
+import { CHECK_USAGE, checkCommand } from "./check.js";
+import { EVAL_USAGE, evalCommand } from "./eval.js";
+import { GUARD_TRAIN_USAGE, guardCommand } from "./guard-train.js";
+import { SCAN_USAGE, scanCommand } from "./scan.js";
 
 const USAGE = `usage:
   deepguard inspect <model-dir> [--json]
@@ -30,7 +37,11 @@ const USAGE = `usage:
   ${CORPUS_USAGE}
   ${PROBE_USAGE}
   ${TRAIN_USAGE}
-  ${PRETRAIN_USAGE}`;
+  ${PRETRAIN_USAGE}
+${EVAL_USAGE}
+${CHECK_USAGE}
+  ${GUARD_TRAIN_USAGE}
+  ${SCAN_USAGE}`;
 
 class UsageError extends DeepGuardError {
   constructor(message: string) {
@@ -147,6 +158,10 @@ async function main(argv: string[]): Promise<number> {
     else if (command === "probe") await probeCommand(rest);
     else if (command === "train") await trainCommand(rest);
     else if (command === "pretrain") await pretrainCommand(rest);
+    else if (command === "eval") await evalCommand(rest, (m) => new UsageError(m));
+    else if (command === "check") await checkCommand(rest, (m) => new UsageError(m));
+    else if (command === "guard") await guardCommand(rest);
+    else if (command === "scan") await scanCommand(rest);
     else if (command === undefined || command === "--help" || command === "-h") {
       process.stdout.write(USAGE + "\n");
       return command === undefined ? 2 : 0;

@@ -6,12 +6,13 @@
  * renamed, weights first: a crash between the two renames leaves a guard.json
  * whose checksum no longer matches, which load() reports instead of mixing them.
  */
-import { createHash, randomBytes } from "node:crypto";
-import { mkdir, open, readFile, rename, unlink } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { mkdir, readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { z } from "zod";
 import { DeepGuardError } from "../errors.js";
-import { readSafetensorsHeader, writeFully, writeSafetensors, type TensorToWrite } from "../io/safetensors.js";
+import { writeFileAtomic } from "../io/atomic.js";
+import { readSafetensorsHeader, writeSafetensors, type TensorToWrite } from "../io/safetensors.js";
 import type { Model } from "../model/model.js";
 import { describeIssue } from "../validate.js";
 import { ANALYZER_SIZES, aggregationSchema, parameterShapes, resolveGuardLayers, type GuardState } from "./guard.js";
@@ -49,23 +50,6 @@ export type GuardJson = z.output<typeof guardJsonSchema>;
 
 const fileError = (path: string, message: string, cause?: unknown) =>
   new DeepGuardError("ERR_GUARD_FILE", `${path}: ${message}`, cause === undefined ? undefined : { cause });
-
-async function writeFileAtomic(path: string, data: Uint8Array): Promise<void> {
-  const temp = `${path}.tmp-${process.pid}-${randomBytes(6).toString("hex")}`;
-  const file = await open(temp, "wx");
-  try {
-    try {
-      await writeFully(file, data, 0, path);
-      await file.sync();
-    } finally {
-      await file.close();
-    }
-    await rename(temp, path);
-  } catch (err) {
-    await unlink(temp).catch(() => undefined);
-    throw err;
-  }
-}
 
 export async function saveGuardFiles(dir: string, model: Model, state: GuardState): Promise<void> {
   if (typeof dir !== "string" || dir.length === 0) throw new DeepGuardError("ERR_ARGUMENT", "Guard.save needs a directory path");

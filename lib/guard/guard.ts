@@ -158,6 +158,7 @@ export class Guard {
   readonly #params: Record<string, Float32Array>;
   readonly #grads: Record<string, Float32Array>;
   readonly #spec: NativeGuardSpec;
+  #gradQueue: Promise<void> = Promise.resolve();
 
   /** @internal Use Guard.create or Guard.load. */
   constructor(model: Model, state: GuardState) {
@@ -221,7 +222,10 @@ export class Guard {
     return parameterShapes(this.#spec.hiddenSize, this.#spec.layers, this.#spec.vocabSize, this.aggregation);
   }
 
-  /** Live parameter arrays, updated in place by an optimizer. */
+  /**
+   * Live parameter arrays, updated in place by an optimizer. Native calls read
+   * them while they run: await an optimizer step before scoring or training on.
+   */
   parameters(): Record<string, Float32Array> {
     return { ...this.#params };
   }
@@ -237,17 +241,32 @@ export class Guard {
 
   /** Runs one model forward capturing guard.layers, then scores every token. */
   async score(ids: Int32Array | readonly number[]): Promise<GuardScore> {
-    const tokens = toTokenArray(ids, this.model.config.vocabSize, "ids");
-    if (tokens.length === 0) throw new DeepGuardError("ERR_ARGUMENT", "Guard.score: ids is empty");
-    const out = await this.model.forward(tokens, { logits: "none", hiddenStates: [...this.layers] });
-    const hidden = this.layers.map((l) => out.hiddenStates.get(l)!.data);
-    const [s] = await this.scoreHidden([{ ids: tokens, hidden }]);
-    return s;
+    return scoreIds(this, ids);
+  }
+
+  /**
+   * A frozen copy of this guard for inference (guided decoding, scanning): the
+   * same scores as scoreHidden up to float rounding, faster because the
+   * attention aggregator is folded into fc1 once (one d x d and one 512 x d
+   * product per token instead of four d x d and one 512 x d; see
+   * native/guard/guard.h). Later changes to this guard's parameters do not reach it.
+   */
+  async scorer(): Promise<GuardScorer> {
+    const params = Object.fromEntries(Object.entries(this.#params).map(([k, v]) => [k, v.slice()]));
+    let fused: Record<string, Float32Array> | undefined;
+    if (this.aggregation === "attention") {
+      try {
+        fused = await native().guardFuse(this.#spec, params);
+      } catch (err) {
+        throw wrapNativeError(err);
+      }
+    }
+    return new GuardScorer(this.model, this.layers, this.aggregation, this.#spec, params, fused);
   }
 
   /** Scores many sequences from captured hidden states in one native call (no model forward). */
   async scoreHidden(batch: HiddenBatchItem[]): Promise<GuardScore[]> {
-    const checked = this.#checkBatch(batch, "scoreHidden");
+    const checked = checkBatch(this.#spec, batch, "Guard.scoreHidden");
     const r = await this.#forward(checked, false, 0, false);
     return r.tokens.map((tokens) => ({ sequence: mean(tokens), tokens }));
   }
@@ -258,9 +277,10 @@ export class Guard {
    */
   async forwardTrain(batch: HiddenBatchItem[], options: { train: boolean; seed: number }): Promise<ForwardTrainResult> {
     const o = parseOptions(trainOptionsSchema, options, "Guard.forwardTrain");
-    const checked = this.#checkBatch(batch, "forwardTrain");
+    const checked = checkBatch(this.#spec, batch, "Guard.forwardTrain");
     const r = await this.#forward(checked, o.train, o.seed, true);
-    const tape = r.tape!;
+    // Released after the backward, so the activations can be collected.
+    let tape: NativeGuardTape | undefined = r.tape!;
     let used = false;
     return {
       scores: r.tokens.map(mean),
@@ -273,7 +293,11 @@ export class Guard {
         used = true;
         const dTokens = r.tokens.map((t, i) => new Float32Array(t.length).fill(dSequence[i] / t.length));
         try {
-          const dHidden = await native().guardBackward(this.#spec, this.#params, this.#grads, tape, dTokens);
+          // Backward passes accumulate into the same gradient arrays: one at a time.
+          const run = this.#gradQueue.then(() => native().guardBackward(this.#spec, this.#params, this.#grads, tape!, dTokens));
+          this.#gradQueue = run.then(() => undefined, () => undefined);
+          const dHidden = await run;
+          tape = undefined;
           return { dHidden };
         } catch (err) {
           throw wrapNativeError(err);
@@ -291,28 +315,6 @@ export class Guard {
     }
   }
 
-  #checkBatch(batch: HiddenBatchItem[], what: string): HiddenBatchItem[] {
-    if (!Array.isArray(batch) || batch.length === 0) throw new DeepGuardError("ERR_ARGUMENT", `Guard.${what}: batch must be a non-empty array`);
-    const d = this.#spec.hiddenSize;
-    batch.forEach((item, i) => {
-      if (!(item?.ids instanceof Int32Array)) throw new DeepGuardError("ERR_ARGUMENT", `Guard.${what}: batch[${i}].ids must be an Int32Array`);
-      if (item.ids.length === 0) throw new DeepGuardError("ERR_ARGUMENT", `Guard.${what}: batch[${i}] has no tokens`);
-      toTokenArray(item.ids, this.#spec.vocabSize, `batch[${i}].ids`);
-      if (!Array.isArray(item.hidden) || item.hidden.length !== this.layers.length) {
-        throw new DeepGuardError("ERR_ARGUMENT", `Guard.${what}: batch[${i}].hidden must hold ${this.layers.length} arrays, one per guard layer`);
-      }
-      item.hidden.forEach((h, l) => {
-        if (!(h instanceof Float32Array) || h.length !== item.ids.length * d) {
-          throw new DeepGuardError(
-            "ERR_ARGUMENT",
-            `Guard.${what}: batch[${i}].hidden[${l}] must be a Float32Array of ${item.ids.length} x ${d} values`,
-          );
-        }
-      });
-    });
-    return batch;
-  }
-
   async #forward(batch: HiddenBatchItem[], train: boolean, seed: number, keepTape: boolean) {
     try {
       return await native().guardForward(this.#spec, this.#params, batch, { train, seed, keepTape });
@@ -320,6 +322,75 @@ export class Guard {
       throw wrapNativeError(err);
     }
   }
+}
+
+/** Frozen inference copy of a Guard (Guard.scorer()). */
+export class GuardScorer {
+  readonly #spec: NativeGuardSpec;
+  readonly #params: Record<string, Float32Array>;
+  readonly #fused: Record<string, Float32Array> | undefined;
+
+  /** @internal Use Guard.scorer(). */
+  constructor(
+    readonly model: Model,
+    readonly layers: readonly number[],
+    readonly aggregation: Aggregation,
+    spec: NativeGuardSpec,
+    params: Record<string, Float32Array>,
+    fused: Record<string, Float32Array> | undefined,
+  ) {
+    this.#spec = spec;
+    this.#params = params;
+    this.#fused = fused;
+  }
+
+  async score(ids: Int32Array | readonly number[]): Promise<GuardScore> {
+    return scoreIds(this, ids);
+  }
+
+  /** Scores many sequences from captured hidden states in one native call. */
+  async scoreHidden(batch: HiddenBatchItem[]): Promise<GuardScore[]> {
+    const checked = checkBatch(this.#spec, batch, "GuardScorer.scoreHidden");
+    try {
+      const r = await native().guardForward(this.#spec, this.#params, checked, {
+        train: false,
+        seed: 0,
+        keepTape: false,
+        ...(this.#fused ? { fused: this.#fused } : {}),
+      });
+      return r.tokens.map((tokens) => ({ sequence: mean(tokens), tokens }));
+    } catch (err) {
+      throw wrapNativeError(err);
+    }
+  }
+}
+
+async function scoreIds(g: Guard | GuardScorer, ids: Int32Array | readonly number[]): Promise<GuardScore> {
+  const tokens = toTokenArray(ids, g.model.config.vocabSize, "ids");
+  if (tokens.length === 0) throw new DeepGuardError("ERR_ARGUMENT", "score: ids is empty");
+  const out = await g.model.forward(tokens, { logits: "none", hiddenStates: [...g.layers] });
+  const hidden = g.layers.map((l) => out.hiddenStates.get(l)!.data);
+  const [s] = await g.scoreHidden([{ ids: tokens, hidden }]);
+  return s;
+}
+
+function checkBatch(spec: NativeGuardSpec, batch: HiddenBatchItem[], what: string): HiddenBatchItem[] {
+  if (!Array.isArray(batch) || batch.length === 0) throw new DeepGuardError("ERR_ARGUMENT", `${what}: batch must be a non-empty array`);
+  const d = spec.hiddenSize;
+  batch.forEach((item, i) => {
+    if (!(item?.ids instanceof Int32Array)) throw new DeepGuardError("ERR_ARGUMENT", `${what}: batch[${i}].ids must be an Int32Array`);
+    if (item.ids.length === 0) throw new DeepGuardError("ERR_ARGUMENT", `${what}: batch[${i}] has no tokens`);
+    toTokenArray(item.ids, spec.vocabSize, `batch[${i}].ids`);
+    if (!Array.isArray(item.hidden) || item.hidden.length !== spec.layers) {
+      throw new DeepGuardError("ERR_ARGUMENT", `${what}: batch[${i}].hidden must hold ${spec.layers} arrays, one per guard layer`);
+    }
+    item.hidden.forEach((h, l) => {
+      if (!(h instanceof Float32Array) || h.length !== item.ids.length * d) {
+        throw new DeepGuardError("ERR_ARGUMENT", `${what}: batch[${i}].hidden[${l}] must be a Float32Array of ${item.ids.length} x ${d} values`);
+      }
+    });
+  });
+  return batch;
 }
 
 function mean(a: Float32Array): number {

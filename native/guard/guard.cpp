@@ -2,6 +2,7 @@
 #include "guard/guard.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "kernels/ops.h"
@@ -68,8 +69,12 @@ int64_t tensor_size(int tensor, const Dims& dims) {
   return n;
 }
 
-void guard_forward(Tape& tp, const Dims& dims, const Params& p, bool train, uint64_t seed, ThreadPool& pool) {
-  const int64_t N = tp.N, d = dims.d, m = dims.m, dz = d + kEmbed;
+namespace {
+
+void size(std::vector<float>& v, int64_t n) { v.resize(size_t(n)); }
+
+void check_tape(const Tape& tp, const Dims& dims) {
+  const int64_t N = tp.N, d = dims.d, m = dims.m;
   if (N < 0 || d <= 0 || m <= 0) throw Error("ERR_ARGUMENT", "guard_forward: bad dimensions");
   if (int64_t(tp.ids.size()) != N || int64_t(tp.h.size()) != m * N * d)
     throw Error("ERR_ARGUMENT", "guard_forward: ids / hidden sizes do not match the token count");
@@ -77,8 +82,17 @@ void guard_forward(Tape& tp, const Dims& dims, const Params& p, bool train, uint
     if (tp.ids[size_t(t)] < 0 || tp.ids[size_t(t)] >= dims.vocab)
       throw Error("ERR_TOKEN_ID", "guard: token id " + std::to_string(tp.ids[size_t(t)]) + " is outside the vocabulary [0, " +
                                       std::to_string(dims.vocab) + ")");
+}
+
+// From h1 = fc1 z onward: ln1, relu, dropout, fc2, ln2, relu, dropout, fc3, relu, fc4, sigmoid.
+void analyzer_tail(Tape& tp, const Dims& dims, const Params& p, bool train, uint64_t seed, ThreadPool& pool);
+
+}  // namespace
+
+void guard_forward(Tape& tp, const Dims& dims, const Params& p, bool train, uint64_t seed, ThreadPool& pool) {
+  check_tape(tp, dims);
+  const int64_t N = tp.N, d = dims.d, m = dims.m, dz = d + kEmbed;
   tp.train = train;
-  auto size = [](std::vector<float>& v, int64_t n) { v.resize(size_t(n)); };
   size(tp.agg, N * d);
   switch (dims.aggregation) {
     case Aggregation::Attention: {
@@ -101,8 +115,16 @@ void guard_forward(Tape& tp, const Dims& dims, const Params& p, bool train, uint
     std::memcpy(tp.z.data() + t * dz, tp.agg.data() + t * d, size_t(d) * 4);
     std::memcpy(tp.z.data() + t * dz + d, p.t[kEmbedding] + int64_t(tp.ids[size_t(t)]) * kEmbed, size_t(kEmbed) * 4);
   }
-  size(tp.h1, N * kHidden1), size(tp.mean1, N), size(tp.rstd1, N), size(tp.r1, N * kHidden1), size(tp.x1, N * kHidden1);
+  size(tp.h1, N * kHidden1);
   linear_forward(tp.h1.data(), tp.z.data(), f32(p.t[kFc1W], kHidden1, dz), p.t[kFc1B], N, pool);
+  analyzer_tail(tp, dims, p, train, seed, pool);
+}
+
+namespace {
+
+void analyzer_tail(Tape& tp, const Dims& dims, const Params& p, bool train, uint64_t seed, ThreadPool& pool) {
+  const int64_t N = tp.N;
+  size(tp.mean1, N), size(tp.rstd1, N), size(tp.r1, N * kHidden1), size(tp.x1, N * kHidden1);
   layernorm_forward(tp.r1.data(), tp.mean1.data(), tp.rstd1.data(), tp.h1.data(), p.t[kLn1W], p.t[kLn1B], N, kHidden1,
                     kLayerNormEps);
   relu_forward(tp.r1.data(), tp.r1.data(), N * kHidden1);
@@ -128,6 +150,90 @@ void guard_forward(Tape& tp, const Dims& dims, const Params& p, bool train, uint
   relu_forward(tp.x3.data(), tp.h3.data(), N * kHidden3);
   linear_forward(tp.logit.data(), tp.x3.data(), f32(p.t[kFc4W], 1, kHidden3), p.t[kFc4B], N, pool);
   sigmoid_forward(tp.score.data(), tp.logit.data(), N);
+}
+
+}  // namespace
+
+void guard_fuse(float* query_key, float* query_key_bias, float* value_fc1, float* value_fc1_bias, const Dims& dims,
+                const Params& p, ThreadPool& pool) {
+  if (dims.aggregation != Aggregation::Attention) throw Error("ERR_ARGUMENT", "guard_fuse: only the attention aggregation folds");
+  const int64_t d = dims.d, dz = d + kEmbed;
+  const Matrix wq = f32(p.t[kAggQueryW], d, d), wk = f32(p.t[kAggKeyW], d, d), wv = f32(p.t[kAggValueW], d, d);
+  // G[i][j] = sum_o Wk[o][i] Wq[o][j]: the weight gradient of a linear layer with dy = Wk, x = Wq.
+  std::fill(query_key, query_key + d * d, 0.f);
+  linear_backward(nullptr, query_key, nullptr, p.t[kAggKeyW], p.t[kAggQueryW], wq, d, pool);
+  // cu = Wk^T bq
+  std::fill(query_key_bias, query_key_bias + d, 0.f);
+  linear_backward(query_key_bias, nullptr, nullptr, p.t[kAggQueryB], nullptr, wk, 1, pool);
+  // M = Wo Wv (input gradient with dy = Wo), then F = W1a M.
+  std::vector<float> M(size_t(d * d), 0.f), w1a(size_t(kHidden1 * d));
+  linear_backward(M.data(), nullptr, nullptr, p.t[kAggOutputW], nullptr, wv, d, pool);
+  for (int64_t r = 0; r < kHidden1; ++r)
+    std::memcpy(w1a.data() + r * d, p.t[kFc1W] + r * dz, size_t(d) * 4);
+  std::fill(value_fc1, value_fc1 + kHidden1 * d, 0.f);
+  linear_backward(value_fc1, nullptr, nullptr, w1a.data(), nullptr, f32(M.data(), d, d), kHidden1, pool);
+  // c1 = W1a (Wo bv + bo) + b1
+  std::vector<float> ob(static_cast<size_t>(d));
+  linear_forward(ob.data(), p.t[kAggValueB], f32(p.t[kAggOutputW], d, d), p.t[kAggOutputB], 1, pool);
+  linear_forward(value_fc1_bias, ob.data(), f32(w1a.data(), kHidden1, d), p.t[kFc1B], 1, pool);
+}
+
+void guard_forward_fused(Tape& tp, const Dims& dims, const Params& p, const FusedAttention& f, ThreadPool& pool) {
+  if (dims.aggregation != Aggregation::Attention) throw Error("ERR_ARGUMENT", "guard_forward_fused: attention aggregation only");
+  check_tape(tp, dims);
+  const int64_t N = tp.N, d = dims.d, m = dims.m, plane = N * d;
+  tp.train = false;
+  const float inv_m = 1.f / float(m), c = 1.f / std::sqrt(float(d));
+  size(tp.mu, plane), size(tp.u, plane), size(tp.hbar, plane);
+  const float* h = tp.h.data();
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 14) / (m * d));
+  pool.parallel_for(N, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      float* mu = tp.mu.data() + t * d;
+      std::memcpy(mu, h + t * d, size_t(d) * 4);
+      for (int64_t l = 1; l < m; ++l)
+        for (int64_t i = 0; i < d; ++i) mu[i] += h[l * plane + t * d + i];
+      for (int64_t i = 0; i < d; ++i) mu[i] *= inv_m;
+    }
+  }, grain);
+  linear_forward(tp.u.data(), tp.mu.data(), f32(f.query_key, d, d), f.query_key_bias, N, pool);
+  pool.parallel_for(N, [&](int64_t t0, int64_t t1) {
+    std::vector<float> sc(static_cast<size_t>(m));
+    for (int64_t t = t0; t < t1; ++t) {
+      float mx = -INFINITY;
+      for (int64_t l = 0; l < m; ++l) {
+        const float* hl = h + l * plane + t * d;
+        const float* ut = tp.u.data() + t * d;
+        float acc[8] = {};
+        int64_t i = 0;
+        for (; i + 8 <= d; i += 8)
+          for (int j = 0; j < 8; ++j) acc[j] += ut[i + j] * hl[i + j];
+        for (; i < d; ++i) acc[0] += ut[i] * hl[i];
+        const float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+        sc[size_t(l)] = c * s;
+        mx = std::max(mx, sc[size_t(l)]);
+      }
+      float sum = 0.f;
+      for (int64_t l = 0; l < m; ++l) sum += (sc[size_t(l)] = std::exp(sc[size_t(l)] - mx));
+      float* hbar = tp.hbar.data() + t * d;
+      std::fill(hbar, hbar + d, 0.f);
+      for (int64_t l = 0; l < m; ++l) {
+        const float a = sc[size_t(l)] / sum;
+        const float* hl = h + l * plane + t * d;
+        for (int64_t i = 0; i < d; ++i) hbar[i] += a * hl[i];
+      }
+    }
+  }, grain);
+  // h1 = F hbar + c1 + W1e E[id]: the embedding columns of fc1 on the gathered rows.
+  size(tp.h1, N * kHidden1);
+  linear_forward(tp.h1.data(), tp.hbar.data(), f32(f.value_fc1, kHidden1, d), f.value_fc1_bias, N, pool);
+  std::vector<float> e(size_t(N * kEmbed)), w1e(size_t(kHidden1 * kEmbed));
+  for (int64_t t = 0; t < N; ++t)
+    std::memcpy(e.data() + t * kEmbed, p.t[kEmbedding] + int64_t(tp.ids[size_t(t)]) * kEmbed, size_t(kEmbed) * 4);
+  for (int64_t r = 0; r < kHidden1; ++r)
+    std::memcpy(w1e.data() + r * kEmbed, p.t[kFc1W] + r * (d + kEmbed) + d, size_t(kEmbed) * 4);
+  linear_forward(tp.h1.data(), e.data(), f32(w1e.data(), kHidden1, kEmbed), nullptr, N, pool, true);
+  analyzer_tail(tp, dims, p, false, 0, pool);
 }
 
 void guard_backward(float* dh, const Grads& g, const float* dscore, const Tape& tp, const Dims& dims, const Params& p,

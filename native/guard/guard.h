@@ -67,9 +67,26 @@ struct Tape {
   bool train = false;
 };
 
+// Inference-only folding of the attention aggregator into its neighbours (the
+// same function of the inputs, re-associated; valid while the weights it was
+// built from do not change):
+//   q . k_l = (G mu + cu) . h_l + c          G = Wk^T Wq, cu = Wk^T bq, c the same for every l
+//   fc1 z   = F hbar + W1e E[id] + c1        F = W1a Wo Wv, c1 = W1a (Wo bv + bo) + b1
+// (W1a / W1e: fc1's columns for the aggregate / the token embedding). A token then
+// costs one d x d and one 512 x d product instead of four d x d and one 512 x d.
+struct FusedAttention {
+  const float *query_key, *query_key_bias, *value_fc1, *value_fc1_bias;  // G [d][d], cu [d], F [512][d], c1 [512]
+};
+// Writes G, cu, F and c1 into caller buffers of those sizes.
+void guard_fuse(float* query_key, float* query_key_bias, float* value_fc1, float* value_fc1_bias, const Dims& dims,
+                const Params& p, ThreadPool& pool);
+
 // Scores every token of tape.ids / tape.h into tape.score. `train`: dropout on,
 // drawn from `seed`. Checks ids < vocab.
 void guard_forward(Tape& tape, const Dims& dims, const Params& p, bool train, uint64_t seed, ThreadPool& pool);
+// The same scores in eval mode through a FusedAttention built from p (attention
+// aggregation only); the tape is not usable for a backward.
+void guard_forward_fused(Tape& tape, const Dims& dims, const Params& p, const FusedAttention& f, ThreadPool& pool);
 
 // From dscore[N] = d(loss)/d(token score): accumulates parameter gradients into g
 // (null entries are skipped, the token embedding is scatter-added by id) and

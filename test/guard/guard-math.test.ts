@@ -127,6 +127,23 @@ for (const agg of ["attention", "mean", "last", "weighted"] as Aggregation[]) {
   });
 }
 
+test("attention folded for inference (guardFuse) gives the reference scores", async () => {
+  const params = makeParams("attention", 31);
+  const { h, items } = makeBatch(13);
+  const fused = await native().guardFuse(spec("attention"), params);
+  assert.is(fused["fused.query_key"].length, d * d);
+  assert.is(fused["fused.value_fc1"].length, 512 * d);
+  const out = await native().guardForward(spec("attention"), params, items, { train: false, seed: 0, keepTape: false, fused });
+  assert.ok(relativeError(cat(out.tokens), guardReference("attention", h, IDS, m, d, to64(params))) < 1e-5);
+  const call = (o: object) => native().guardForward(spec("attention"), params, items, { train: false, seed: 0, keepTape: false, ...o });
+  for (const [o, re] of [[{ fused: { ...fused, "fused.value_fc1": new Float32Array(3) } }, /fused\.value_fc1/], [{ fused, train: true }, /train false/]] as const) {
+    let err: (Error & { code?: string }) | undefined;
+    await Promise.resolve().then(() => call(o)).catch((e) => (err = e));
+    assert.is(err?.code, "ERR_ARGUMENT");
+    assert.match(err!.message, re);
+  }
+});
+
 test("guard kernels: bad specs, params and batches are ERR_ARGUMENT, ids out of range ERR_TOKEN_ID", async () => {
   const params = makeParams("mean", 1);
   const { items } = makeBatch(1);

@@ -54,6 +54,20 @@ test("score runs one forward; scoreHidden on the captured states gives the same;
   }
 });
 
+test("scorer(): a frozen copy with the same scores for every aggregation (attention folded)", async () => {
+  const s = ids(10, 7);
+  for (const aggregation of ["attention", "mean", "last", "weighted"] as const) {
+    const guard = Guard.create(model, { layers: [0, 1, 2], aggregation, seed: 8 });
+    const scorer = await guard.scorer();
+    const [a, b] = [await guard.score(s), await scorer.score(s)];
+    for (let t = 0; t < s.length; t++) assert.ok(Math.abs(a.tokens[t] - b.tokens[t]) < 1e-5, `${aggregation} token ${t}`);
+    guard.parameters()["analyzer.fc4.bias"][0] += 5;
+    const c = await scorer.score(s);
+    assert.equal(Array.from(c.tokens), Array.from(b.tokens), "later parameter changes do not reach the scorer");
+    assert.ok((await guard.score(s)).sequence > a.sequence);
+  }
+});
+
 test("Guard.create: seeded, and bad options are coded errors", async () => {
   const a = Guard.create(model, { layers: [1, 2], aggregation: "weighted", seed: 5 });
   const b = Guard.create(model, { layers: [1, 2], aggregation: "weighted", seed: 5 });
@@ -91,6 +105,11 @@ test("forwardTrain: backward once, gradients accumulate until zeroGrad, dHidden 
   assert.ok(Math.abs(g.gradients()["analyzer.fc4.bias"][0] - 2 * once) < 1e-6 * Math.abs(once) + 1e-9);
   g.zeroGrad();
   assert.is(g.gradients()["analyzer.fc4.bias"][0], 0);
+  // Concurrent backward passes: each accumulates, none is lost.
+  const [p1, p2, p3] = await Promise.all([0, 1, 2].map(() => g.forwardTrain(batch, { train: false, seed: 0 })));
+  await Promise.all([p1.backward([1]), p2.backward([1]), p3.backward([1])]);
+  assert.ok(Math.abs(g.gradients()["analyzer.fc4.bias"][0] - 3 * once) < 1e-5 * Math.abs(once) + 1e-9);
+  g.zeroGrad();
   const f3 = await g.forwardTrain(batch, { train: true, seed: 0 });
   await expectError(() => f3.backward([1, 2]), "ERR_ARGUMENT", /1 finite/);
 });
@@ -127,6 +146,9 @@ test("fit on a slice of SVEN lowers the validation margin loss; the same seed re
   assert.equal(a.g.parameters()["analyzer.fc1.weight"], b.g.parameters()["analyzer.fc1.weight"]);
   await expectError(() => guard.fit(small, { epochs: 0 }), "ERR_ARGUMENT", /epochs/);
   await expectError(() => guard.fit({} as Dataset), "ERR_ARGUMENT", /Dataset/);
+  const ac = new AbortController();
+  const aborted = guard.fit(small, { epochs: 1, batchSize: 4, cacheHidden: false, signal: ac.signal, onStep: () => ac.abort() });
+  await expectError(() => aborted, "ERR_ABORTED", /Guard\.fit was aborted/);
 });
 
 test("save then load gives identical scores and statistics; guard.json records the model identity", async () => {
