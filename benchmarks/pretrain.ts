@@ -8,7 +8,8 @@
  * parameters, timed end to end after one warm-up step; medians of --repeats
  * (default 3), the shapes interleaved round-robin so each sees the same load. GFLOP/s counts 6 FLOPs per matmul parameter per token (LM head
  * included, the embedding lookup not) plus causal attention (lib/train/pretrain.ts
- * trainFlopsPerToken). The load average is recorded before and after each shape:
+ * trainFlopsPerToken). CPU seconds per step (all threads, process.cpuUsage) are
+ * reported beside wall time, as tokens per CPU-second. The load average is recorded before and after each shape:
  * the machine is shared.
  *
  * For the size choice it also reports, per shape, the tokens a 3-hour run reaches
@@ -71,8 +72,9 @@ interface Runner {
   compute: "float32" | "bfloat16";
   cfg: ModelConfig;
   model: PretrainModel;
-  step: () => Promise<number>;
+  step: () => Promise<{ wall: number; cpu: number }>;
   times: number[];
+  cpuTimes: number[];
   loads: number[];
 }
 
@@ -84,13 +86,14 @@ function runner(name: string, cfg: ModelConfig, seq: number, batch: number, comp
   const rows = Int32Array.from({ length: batch * (seq + 1) }, () => Math.floor(r.nextDouble() * cfg.vocabSize));
   const grads = [...model.grads.values()];
   const step = async () => {
-    const t0 = performance.now();
+    const t0 = performance.now(), c0 = process.cpuUsage();
     await model.step(rows, seq + 1, true);
     await clipGradNorm(grads, 1);
     await adamw.step(model.grads, 1e-4);
-    return (performance.now() - t0) / 1000;
+    const c = process.cpuUsage(c0);
+    return { wall: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6 };
   };
-  return { name, compute, cfg, model, step, times: [], loads: [] };
+  return { name, compute, cfg, model, step, times: [], cpuTimes: [], loads: [] };
 }
 
 async function main(): Promise<void> {
@@ -109,11 +112,13 @@ async function main(): Promise<void> {
   for (let i = 0; i < repeats; i++) {
     for (const r of runners) {
       r.loads.push(loadavg()[0]);
-      r.times.push(await r.step());
+      const t = await r.step();
+      r.times.push(t.wall);
+      r.cpuTimes.push(t.cpu);
     }
   }
   const results = [];
-  for (const { name, compute, cfg, model, times, loads } of runners) {
+  for (const { name, compute, cfg, model, times, cpuTimes, loads } of runners) {
     const step = median(times);
     const tokensPerSec = (batch * seq) / step;
     const params = model.parameterCount;
@@ -130,6 +135,9 @@ async function main(): Promise<void> {
       medianStepSeconds: +step.toFixed(3),
       tokensPerSec: +tokensPerSec.toFixed(1),
       gflops: +((trainFlopsPerToken(cfg, seq) * tokensPerSec) / 1e9).toFixed(2),
+      // CPU seconds (all threads) per step: less sensitive to the other tenants' load than wall time.
+      medianCpuSecondsPerStep: +median(cpuTimes).toFixed(3),
+      tokensPerCpuSecond: +((batch * seq) / median(cpuTimes)).toFixed(1),
       tokensIn3h: Math.round(tokens3h),
       tokensPerParameterIn3h: +(tokens3h / params).toFixed(3),
       chinchillaLossEstimate: +chinchillaLoss(params, tokens3h).toFixed(3),
@@ -138,7 +146,7 @@ async function main(): Promise<void> {
     results.push(row);
     console.log(
       `${name.padEnd(4)} ${compute.padEnd(8)} ${(params / 1e6).toFixed(2)}M params  step ${step.toFixed(2)} s  ${tokensPerSec.toFixed(0)} tok/s  ` +
-        `${row.gflops} GFLOP/s  3h: ${(tokens3h / 1e6).toFixed(1)}M tokens (${row.tokensPerParameterIn3h} tok/param)  ` +
+        `${row.gflops} GFLOP/s  ${row.tokensPerCpuSecond} tok/cpu-s  3h: ${(tokens3h / 1e6).toFixed(1)}M tokens (${row.tokensPerParameterIn3h} tok/param)  ` +
         `L_chinchilla ${row.chinchillaLossEstimate}  load ${median(loads).toFixed(1)}`,
     );
   }
