@@ -151,6 +151,14 @@ test("pretraining lowers held-out loss; resume reproduces the loss curve exactly
     assert.equal(rest.losses, full.losses); // bit-exact
     assert.equal(rest.evals, full.evals);
 
+    // An abort (Ctrl-C) stops after the current step with a checkpoint that resumes on the same curve.
+    const abort = new AbortController();
+    const stopped = await pretrain({ config, data: train, out: join(dir, "c"), signal: abort.signal, onStep: (e) => e.step === 7 && abort.abort() });
+    assert.ok(stopped.aborted);
+    assert.is(stopped.step, 7);
+    const resumed = await pretrain({ config, data: train, out: join(dir, "c"), resume: true, maxSteps: 3 });
+    assert.equal(resumed.losses, full.losses.slice(0, 10));
+
     // The exported checkpoint (F32 here) in the inference engine vs the trainer's forward.
     const trained = new PretrainModel(config.model);
     await trained.loadF32(join(dir, "a", "checkpoint", "model.safetensors"));
