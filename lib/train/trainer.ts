@@ -86,7 +86,7 @@ export interface TrainerOptions {
   minLrRatio?: number;
   weightDecay?: number;
   epochs?: number;
-  /** Stop after this many optimizer steps (default: epochs worth). */
+  /** Stop after this many optimizer steps, or at the end of `epochs`, whichever comes first (default: epochs worth). */
   maxSteps?: number;
   batchSize?: number;
   gradAccum?: number;

@@ -183,9 +183,33 @@ test("with the real Guard: the security term is trained, guard files sit beside 
   for (const f of ["adapter_config.json", "adapter_model.safetensors", "guard.json", "guard.safetensors"]) assert.ok(files.includes(f), f);
   const again = await Trainer.resume(join(dir, "last"), model);
   assert.ok(again.guard);
+  const stats = (g: unknown) => Array.from((g as { tokenStats: Float32Array }).tokenStats);
+  assert.equal(stats(again.guard), stats(trainer.guard), "token statistics saved with the guard");
+  assert.ok(stats(again.guard).some((v) => v !== 0), "token statistics were updated");
   assert.equal([...again.guard!.layers], [...trainer.guard!.layers]);
   const g1 = trainer.guard!.parameters(), g2 = again.guard!.parameters();
   for (const k of Object.keys(g1)) assert.equal(Array.from(g2[k]), Array.from(g1[k]), k);
+});
+
+test("kill and resume with the guard trained too reproduces the loss curve exactly", async () => {
+  const opts: TrainerOptions = { ...base, layers: [-1], loss: { generation: 1, security: 0.5, kl: 0, margin: 2 }, maxSteps: 4, epochs: 5 };
+  const full: number[] = [];
+  const a = new Trainer(model, opts);
+  a.on("step", (s: StepEvent) => full.push(s.loss));
+  await a.fit(train, { outDir: out() });
+  const dir = out();
+  const ctrl = new AbortController();
+  const b = new Trainer(model, opts);
+  const part: number[] = [];
+  b.on("step", (s: StepEvent) => {
+    part.push(s.loss);
+    if (s.step === 2) ctrl.abort();
+  });
+  await b.fit(train, { outDir: dir, signal: ctrl.signal });
+  const c = await Trainer.resume(join(dir, "last"), model);
+  c.on("step", (s: StepEvent) => part.push(s.loss));
+  await c.fit(train, { outDir: dir });
+  assert.equal(part, full);
 });
 
 test("bad inputs: rank 0, unknown target, layers out of range, no guard, empty data, unwritable or corrupt folders", async () => {
