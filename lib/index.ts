@@ -12,20 +12,6 @@ export { parseModelConfig, readModelConfig, SUPPORTED_ARCHITECTURES, type ModelC
 export { Matrix } from "./model/tensor.js";
 export { LORA_TARGETS, type AdapterInfo, type LoraTarget } from "./model/adapter.js";
 export { DeepGuardError, ERROR_CODES, isErrorCode, throwIfAborted, type ErrorCode } from "./errors.js";
-export { AdamW, clipGradNorm, type AdamWOptions, type AdamWState } from "./train/optimizer.js";
-export { learningRate, type ScheduleOptions } from "./train/schedule.js";
-export {
-  pretrain,
-  readPretrainConfig,
-  parsePretrainConfig,
-  PretrainModel,
-  type PretrainConfig,
-  type PretrainOptions,
-  type PretrainResult,
-  type PretrainStepEvent,
-  type PretrainEvalEvent,
-  type TrainingConfig,
-} from "./train/pretrain.js";
 export { Dataset, changedMask, type DatasetOptions, type BatchOptions, type DroppedPairs, type PairSide, type SvenPair } from "./data/dataset.js";
 export { type InvalidLine } from "./data/sven.js";
 export { type TokenSpans } from "./model/token-offsets.js";
@@ -52,6 +38,20 @@ export {
   type TrainableGuard,
 } from "./train/trainer.js";
 export { LoraParameters, trainForward, type LoraOptions, type TrainPassOptions } from "./train/lora.js";
+export { AdamW, clipGradNorm, type AdamWOptions, type AdamWState } from "./train/optimizer.js";
+export { learningRate, type ScheduleOptions } from "./train/schedule.js";
+export {
+  pretrain,
+  readPretrainConfig,
+  parsePretrainConfig,
+  PretrainModel,
+  type PretrainConfig,
+  type PretrainOptions,
+  type PretrainResult,
+  type PretrainStepEvent,
+  type PretrainEvalEvent,
+  type TrainingConfig,
+} from "./train/pretrain.js";
 export { trainTokenizer, DEFAULT_SPECIAL_TOKENS, type TrainTokenizerOptions, type TrainTokenizerResult } from "./tokenizer/train.js";
 export { buildCorpus, readExclusionTexts, type BuildCorpusOptions, type CorpusManifest, type CorpusSource } from "./corpus/build.js";
 export { packCorpus, readPacked, type PackOptions, type PackResult } from "./corpus/pack.js";

@@ -22,10 +22,10 @@ import { writeForwardJson } from "./forward-json.js";
 import { CORPUS_USAGE, corpusCommand } from "./corpus.js";
 import { TOKENIZER_USAGE, tokenizerCommand } from "./tokenizer.js";
 import { PROBE_USAGE, probeCommand } from "./probe.js";
-import { TRAIN_USAGE, trainCommand } from "./train.js";
-import { PRETRAIN_USAGE, pretrainCommand } from "./pretrain.js";
 import { CHECK_USAGE, checkCommand } from "./check.js";
 import { EVAL_USAGE, evalCommand } from "./eval.js";
+import { TRAIN_USAGE, trainCommand } from "./train.js";
+import { PRETRAIN_USAGE, pretrainCommand } from "./pretrain.js";
 import { GUARD_TRAIN_USAGE, guardCommand } from "./guard-train.js";
 import { SCAN_USAGE, scanCommand } from "./scan.js";
 
@@ -36,12 +36,12 @@ const USAGE = `usage:
   ${TOKENIZER_USAGE}
   ${CORPUS_USAGE}
   ${PROBE_USAGE}
-  ${TRAIN_USAGE}
-  ${PRETRAIN_USAGE}
 ${EVAL_USAGE}
 ${CHECK_USAGE}
   ${GUARD_TRAIN_USAGE}
-  ${SCAN_USAGE}`;
+  ${SCAN_USAGE}
+  ${TRAIN_USAGE}
+  ${PRETRAIN_USAGE}`;
 
 class UsageError extends DeepGuardError {
   constructor(message: string) {
@@ -156,10 +156,10 @@ async function main(argv: string[]): Promise<number> {
     else if (command === "tokenizer") await tokenizerCommand(rest);
     else if (command === "corpus") await corpusCommand(rest);
     else if (command === "probe") await probeCommand(rest);
-    else if (command === "train") await trainCommand(rest);
-    else if (command === "pretrain") await pretrainCommand(rest);
     else if (command === "eval") await evalCommand(rest, (m) => new UsageError(m));
     else if (command === "check") await checkCommand(rest, (m) => new UsageError(m));
+    else if (command === "train") await trainCommand(rest);
+    else if (command === "pretrain") await pretrainCommand(rest);
     else if (command === "guard") await guardCommand(rest);
     else if (command === "scan") await scanCommand(rest);
     else if (command === undefined || command === "--help" || command === "-h") {
