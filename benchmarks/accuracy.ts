@@ -9,19 +9,17 @@
  * and the final normed state), averaged over positions.
  *
  * Options: --shape 100m|1.5b (default 100m), --sequences N, --length N,
- * --formats q8_0,q4_0,q4_k. Writes benchmarks/results/accuracy[-<shape>].json.
+ * --formats q8_0,q4_0,q4_k, --out FILE. Writes benchmarks/out/accuracy[-<shape>].json (git-ignored)
+ * unless --out names a file; the recorded results are in benchmarks/results/.
  * The checkpoints are the random bench ones (benchmarks/support/random-checkpoint.ts).
  */
-import { mkdir, rename, writeFile } from "node:fs/promises";
 import { homedir, loadavg } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Model, QUANT_FORMATS, type QuantFormat } from "../lib/index.js";
 import { BENCH_SHAPES, ensureRandomCheckpoint, type BenchShapeName } from "./support/random-checkpoint.js";
+import { defaultOutput, writeResult } from "./support/output.js";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repoRoot = join(here, "..", "..");
 const cacheDir = process.env.DEEPGUARD_BENCH_CACHE ?? join(homedir(), ".cache", "deepguard", "bench");
 
 function logSoftmax(row: Float32Array): Float64Array {
@@ -54,6 +52,7 @@ async function main(): Promise<void> {
       sequences: { type: "string", default: "8" },
       length: { type: "string", default: "512" },
       formats: { type: "string", default: QUANT_FORMATS.join(",") },
+      out: { type: "string" },
     },
   });
   const shapeName = values.shape as BenchShapeName;
@@ -123,12 +122,9 @@ async function main(): Promise<void> {
     );
     return row;
   });
-  const file = join(repoRoot, "benchmarks", "results", `accuracy${shapeName === "100m" ? "" : `-${shapeName}`}.json`);
-  await mkdir(dirname(file), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}`;
-  await writeFile(tmp, JSON.stringify({ date: new Date().toISOString(), command: `npm run bench:accuracy -- ${process.argv.slice(2).join(" ")}`.trim(), loadAverage: load, shape: shapeName, sequences, length, reference: "BF16 weights, same engine", rows }, null, 2) + "\n");
-  await rename(tmp, file);
-  console.log(`wrote ${file.slice(repoRoot.length + 1)}`);
+  const file = values.out ?? defaultOutput(`accuracy${shapeName === "100m" ? "" : `-${shapeName}`}`);
+  const command = `npm run bench:accuracy -- ${process.argv.slice(2).join(" ")}`.trim();
+  console.log(`wrote ${await writeResult(file, { date: new Date().toISOString(), command, loadAverage: load, shape: shapeName, sequences, length, reference: "BF16 weights, same engine", rows })}`);
 }
 
 await main();

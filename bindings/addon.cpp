@@ -5,6 +5,7 @@
 #include "bindings/guard_binding.h"
 #include "bindings/lora_train_binding.h"
 #include "bindings/model_binding.h"
+#include "bindings/pretrain_binding.h"
 #include "bindings/serve_binding.h"
 #include "bindings/testing_backward.h"
 #include "bindings/testing_ops.h"
@@ -20,6 +21,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Napi::Object testing = dg_bind::InitTestingOps(env);
   dg_bind::AddBackwardTestingOps(env, testing);
   exports.Set("testing", testing);
+  dg_bind::InitPretrain(env, exports);
   return exports;
 }
 

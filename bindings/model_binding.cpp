@@ -378,4 +378,6 @@ void InitModel(Napi::Env env, Napi::Object exports) {
   exports.Set("loadModel", Napi::Function::New(env, LoadModel));
 }
 
+dg::ModelConfig ModelConfigFromObject(const Napi::Object& o) { return ParseConfig(o); }
+
 }  // namespace dg_bind

@@ -8,6 +8,7 @@
 namespace dg {
 class Transformer;
 class Session;
+struct ModelConfig;
 }  // namespace dg
 
 namespace dg_bind {
@@ -16,4 +17,6 @@ void InitModel(Napi::Env env, Napi::Object exports);
 // values, ERR_DISPOSED after dispose()).
 std::shared_ptr<dg::Transformer> UnwrapModel(Napi::Env env, const Napi::Value& v, const char* what);
 std::shared_ptr<dg::Session> UnwrapSession(Napi::Env env, const Napi::Value& v, const std::string& what);
+// The ModelConfig of a toNativeConfig() object (lib/model/config.ts).
+dg::ModelConfig ModelConfigFromObject(const Napi::Object& o);
 }  // namespace dg_bind

@@ -41,6 +41,18 @@ export {
 export { LoraParameters, trainForward, type LoraOptions, type TrainPassOptions } from "./train/lora.js";
 export { AdamW, clipGradNorm, type AdamWOptions, type AdamWState } from "./train/optimizer.js";
 export { learningRate, type ScheduleOptions } from "./train/schedule.js";
+export {
+  pretrain,
+  readPretrainConfig,
+  parsePretrainConfig,
+  PretrainModel,
+  type PretrainConfig,
+  type PretrainOptions,
+  type PretrainResult,
+  type PretrainStepEvent,
+  type PretrainEvalEvent,
+  type TrainingConfig,
+} from "./train/pretrain.js";
 export { trainTokenizer, DEFAULT_SPECIAL_TOKENS, type TrainTokenizerOptions, type TrainTokenizerResult } from "./tokenizer/train.js";
 export { buildCorpus, readExclusionTexts, type BuildCorpusOptions, type CorpusManifest, type CorpusSource } from "./corpus/build.js";
 export { packCorpus, readPacked, type PackOptions, type PackResult } from "./corpus/pack.js";

@@ -151,6 +151,11 @@ export interface NativeAddon {
   ): Promise<void>;
   /** Global L2 norm of all grads (float64), scaled in place to maxNorm when above it; resolves to the norm before. */
   clipGradients(grads: Float32Array[], maxNorm: number): Promise<number>;
+  /** Full-parameter training model (native/train/full_model.h); data/grad are zero-copy views of its f32 buffers. */
+  fullModelCreate(config: NativeModelConfig, options: { bf16Compute: boolean }): NativeFullModel;
+  /** rows [B * width] ids; train: grads := d(mean CE)/d(param). Resolves to the CE sum and the target count. */
+  fullModelStep(handle: unknown, rows: Int32Array, width: number, train: boolean): Promise<{ lossSum: number; targets: number }>;
+  fullModelLogits(handle: unknown, ids: Int32Array): Promise<Float32Array>;
   trainForward(
     model: NativeModel,
     ids: Int32Array,
@@ -196,4 +201,9 @@ export interface NativeGuardSpec {
 /** Opaque: the activations of one guardForward({ keepTape: true }), owned natively. */
 export interface NativeGuardTape {
   readonly __guardTape: unique symbol;
+}
+
+export interface NativeFullModel {
+  handle: unknown;
+  params: { name: string; shape: number[]; data: Float32Array; grad: Float32Array }[];
 }

@@ -10,6 +10,7 @@
  *   (forward and generate take --adapter <dir>: a PEFT LoRA adapter)
  *   deepguard tokenizer train --corpus <file-or-dir> --out <dir> [--vocab 8192]
  *   deepguard corpus build|pack ...
+ *   deepguard pretrain <config.json> --data <packed> --out <dir> [...]   (lib/cli/pretrain.ts)
  *   deepguard probe <model-dir> --data <sven-path> --out <dir> [--folds 5] [--seed S] [--pooling mean|changed] [--max-tokens N] [--json]
  *   deepguard eval ... / deepguard eval report ... / deepguard check ... (lib/cli/eval.ts, lib/cli/check.ts)
  *   deepguard guard train <model-dir> --data <path> --val <path> --out <dir> [--layers a-b] [--aggregation ...] [--epochs N] [--seed S]
@@ -28,6 +29,7 @@ import { PROBE_USAGE, probeCommand } from "./probe.js";
 import { CHECK_USAGE, checkCommand } from "./check.js";
 import { EVAL_USAGE, evalCommand } from "./eval.js";
 import { TRAIN_USAGE, trainCommand } from "./train.js";
+import { PRETRAIN_USAGE, pretrainCommand } from "./pretrain.js";
 import { GUARD_TRAIN_USAGE, guardCommand } from "./guard-train.js";
 import { SCAN_USAGE, scanCommand } from "./scan.js";
 import { BENCH_K_USAGE, GUIDED_USAGE, benchKCommand, guidedGenerateCommand, isGuidedGenerate } from "./guided.js";
@@ -44,6 +46,7 @@ ${CHECK_USAGE}
   ${GUARD_TRAIN_USAGE}
   ${SCAN_USAGE}
   ${TRAIN_USAGE}
+  ${PRETRAIN_USAGE}
   ${GUIDED_USAGE}
   ${BENCH_K_USAGE}
 every command that loads a model also takes --quantize q8_0|q4_0|q4_k (quantize the weights at load)
@@ -256,6 +259,7 @@ async function main(argv: string[]): Promise<number> {
     else if (command === "eval") await evalCommand(rest, (m) => new UsageError(m));
     else if (command === "check") await checkCommand(rest, (m) => new UsageError(m));
     else if (command === "train") await trainCommand(rest);
+    else if (command === "pretrain") await pretrainCommand(rest);
     else if (command === "guard") await guardCommand(rest);
     else if (command === "scan") await scanCommand(rest);
     else if (command === undefined || command === "--help" || command === "-h") {
