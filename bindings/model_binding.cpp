@@ -164,6 +164,7 @@ class NativeSession : public Napi::ObjectWrap<NativeSession> {
                        {InstanceAccessor<&NativeSession::Length>("length"),
                         InstanceAccessor<&NativeSession::CacheBytes>("cacheBytes"),
                         InstanceMethod<&NativeSession::Truncate>("truncate"),
+                        InstanceMethod<&NativeSession::CopyFrom>("copyFrom"),
                         InstanceMethod<&NativeSession::Dispose>("dispose")});
   }
   explicit NativeSession(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeSession>(info) {}
@@ -188,6 +189,12 @@ class NativeSession : public Napi::ObjectWrap<NativeSession> {
                             kMaxSafeInteger);
     const auto& s = get(info.Env());
     Guarded(info.Env(), [&] { s->truncate(n); });
+  }
+  // copyFrom(other): this session becomes a copy of other's KV cache.
+  void CopyFrom(const Napi::CallbackInfo& info) {
+    const auto& s = get(info.Env());
+    std::shared_ptr<Session> other = UnwrapSession(info.Env(), info.Length() > 0 ? info[0] : info.Env().Undefined(), "copyFrom: other");
+    Guarded(info.Env(), [&] { s->copy_from(*other); });
   }
   // Frees the KV cache now rather than at garbage collection; a step still in
   // flight keeps its own reference and finishes normally.

@@ -67,6 +67,7 @@ struct Hub {
       for (size_t i = 0; i < ev.tokens.size(); ++i) tokens.Set(uint32_t(i), ev.tokens[i]);
       o.Set("tokens", tokens);
       o.Set("fed", double(ev.fed));
+      if (!ev.logprobs.empty()) o.Set("logprobs", Copy(env, ev.logprobs));
       o.Set("hidden", Copy(env, ev.hidden));
       o.Set("logits", Copy(env, ev.logits));
       o.Set("awaiting", ev.awaiting);
@@ -136,6 +137,14 @@ dg::ServeRequest ParseRequest(Napi::Env env, const Napi::Value& v, const std::st
   }
   Napi::Value stepwise = o.Get("stepwise");
   if (!stepwise.IsUndefined()) q.stepwise = ToBool(env, stepwise, at + ".stepwise");
+  Napi::Value pause_every = o.Get("pauseEvery");
+  if (!pause_every.IsUndefined()) q.pause_every = ToInt(env, pause_every, at + ".pauseEvery", 0, int64_t(1) << 30);
+  Napi::Value pause_head = o.Get("pauseHead");
+  if (!pause_head.IsUndefined()) q.pause_head = ToInt(env, pause_head, at + ".pauseHead", 0, int64_t(1) << 30);
+  Napi::Value keep = o.Get("keepSession");
+  if (!keep.IsUndefined()) q.keep_session = ToBool(env, keep, at + ".keepSession");
+  Napi::Value logprobs = o.Get("logprobs");
+  if (!logprobs.IsUndefined()) q.logprobs = ToBool(env, logprobs, at + ".logprobs");
   return q;
 }
 

@@ -82,3 +82,13 @@ export { type ModelIdentity } from "./guard/identity.js";
 export { Sampler, sampleToken } from "./generate/sampler.js";
 export { type StepHook, type StepState, type StepDecision } from "./serve/hook.js";
 export { type SchedulerStats } from "./serve/scheduler.js";
+export {
+  Generator,
+  type GeneratorOptions,
+  type GuidedGenerateOptions,
+  type GuidedCompleteOptions,
+  type GuidedPiece,
+  type GuidedSample,
+  type GuidedResult,
+  type GuidedTimings,
+} from "./generate/guided.js";

@@ -30,6 +30,8 @@ export interface NativeSession {
   readonly length: number;
   readonly cacheBytes: number;
   truncate(n: number): void;
+  /** Becomes a copy of other's KV cache (same model; neither in a step). */
+  copyFrom(other: NativeSession): void;
   dispose(): void;
 }
 
@@ -84,6 +86,13 @@ export interface NativeServeRequest {
   stopIds?: number[];
   logitBias?: Float32Array | null;
   stepwise?: boolean;
+  /** Stepwise: pause only before token g when g < pauseHead or g % pauseEvery == 0 (default 1: every token). */
+  pauseEvery?: number;
+  pauseHead?: number;
+  /** Report each sampled token's log-probability (unbiased logits, temperature 1) in the event's logprobs. */
+  logprobs?: boolean;
+  /** Keep the session's KV cache when the generation ends successfully (default: freed). */
+  keepSession?: boolean;
 }
 
 /** What the scheduler reports about a request after an iteration. */
@@ -93,6 +102,8 @@ export interface NativeServeEvent {
   tokens: number[];
   /** Tokens fed to the model in this iteration (eval: all of them, when done). */
   fed: number;
+  /** generate with logprobs: each sampled token's log-probability under the unbiased logits. */
+  logprobs?: Float32Array;
   /** [capture][fed][hidden] */
   hidden: Float32Array;
   /** eval, when done: [rows][vocab] */

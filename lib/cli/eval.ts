@@ -10,6 +10,8 @@ import { parseArgs } from "node:util";
 import { DeepGuardError } from "../errors.js";
 import { evaluate, type EvalProgress, type EvalSummary } from "../eval/evaluate.js";
 import { modelGenerator } from "../eval/generator.js";
+import { Generator, guidedCompletionGenerator } from "../generate/guided.js";
+import { Guard } from "../guard/guard.js";
 import { renderChart, renderMarkdown } from "../eval/report.js";
 import { loadScenarios } from "../eval/scenarios.js";
 import { Model } from "../model/model.js";
@@ -63,12 +65,9 @@ export async function evalCommand(args: string[], usage: Usage): Promise<void> {
   });
   if (positionals.length !== 1) throw usage("eval takes one model directory");
   if (!values.scenarios) throw usage("eval needs --scenarios DIR (the sec_eval layout)");
-  if (values.guard !== undefined || values.interval !== undefined) {
-    throw new DeepGuardError(
-      "ERR_EVAL_UNAVAILABLE",
-      `${values.guard !== undefined ? "--guard" : "--interval"} needs the guided generator, which is not part of this build yet; evaluate the plain model (optionally with --adapter) for now`,
-    );
-  }
+  if (values.interval !== undefined && values.guard === undefined) throw usage("--interval needs --guard (the guided generator)");
+  const interval =
+    values.interval === undefined ? undefined : /^inf(inity)?$/i.test(values.interval) ? Infinity : num(usage, "interval", values.interval, true);
   const scenarios = await loadScenarios(values.scenarios, {
     tests: values.tests ?? null,
     cwes: values.cwe ? values.cwe.split(",").map((s) => s.trim()).filter(Boolean) : undefined,
@@ -79,7 +78,9 @@ export async function evalCommand(args: string[], usage: Usage): Promise<void> {
   const abort = new AbortController();
   process.once("SIGINT", () => abort.abort());
   const res = await evaluate({
-    generator: modelGenerator(model),
+    generator: values.guard
+      ? guidedCompletionGenerator(new Generator(model, await Guard.load(values.guard, model), { interval }))
+      : modelGenerator(model),
     scenarios,
     samples: num(usage, "samples", values.samples, true),
     temperature: num(usage, "temperature", values.temperature, false),

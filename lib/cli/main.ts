@@ -15,6 +15,8 @@
  *   deepguard eval ... / deepguard eval report ... / deepguard check ... (lib/cli/eval.ts, lib/cli/check.ts)
  *   deepguard guard train <model-dir> --data <path> --val <path> --out <dir> [--layers a-b] [--aggregation ...] [--epochs N] [--seed S]
  *   deepguard scan <model-dir> --guard <dir> <file> [--html <out.html>] [--json]
+ *   deepguard generate <model-dir> "<prompt>" --guard <dir> [--adapter <dir>] [--interval 64] [--strength 1] [--n 4]
+ *   deepguard bench-k <model-dir> [--guard <dir>] [--k 1,2,...,inf] [--tokens 256] [--json] [--out <dir>]
  * A prompt may start with "-": anything that is not one of the command's flags is a positional.
  */
 import { parseArgs } from "node:util";
@@ -30,6 +32,7 @@ import { TRAIN_USAGE, trainCommand } from "./train.js";
 import { PRETRAIN_USAGE, pretrainCommand } from "./pretrain.js";
 import { GUARD_TRAIN_USAGE, guardCommand } from "./guard-train.js";
 import { SCAN_USAGE, scanCommand } from "./scan.js";
+import { BENCH_K_USAGE, GUIDED_USAGE, benchKCommand, guidedGenerateCommand, isGuidedGenerate } from "./guided.js";
 
 const USAGE = `usage:
   deepguard inspect <model-dir> [--json]
@@ -44,6 +47,8 @@ ${CHECK_USAGE}
   ${SCAN_USAGE}
   ${TRAIN_USAGE}
   ${PRETRAIN_USAGE}
+  ${GUIDED_USAGE}
+  ${BENCH_K_USAGE}
 every command that loads a model also takes --quantize q8_0|q4_0|q4_k (quantize the weights at load)
   and --quant-cache (keep them in <model-dir>/deepguard-<format>.dgq for the next load)`;
 
@@ -245,7 +250,9 @@ async function main(argv: string[]): Promise<number> {
   try {
     if (command === "inspect") await inspect(rest);
     else if (command === "forward") await forward(rest);
+    else if (command === "generate" && isGuidedGenerate(rest)) await guidedGenerateCommand(rest);
     else if (command === "generate") await generate(rest);
+    else if (command === "bench-k") await benchKCommand(rest);
     else if (command === "tokenizer") await tokenizerCommand(rest);
     else if (command === "corpus") await corpusCommand(rest);
     else if (command === "probe") await probeCommand(rest);

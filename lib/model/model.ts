@@ -18,6 +18,7 @@ import {
   type GenerateOptions,
   type GenerationChunk,
   type GenerationResult,
+  type GenerationContext,
 } from "../generate/generate.js";
 import { native } from "../native.js";
 import { parseOptions, signalSchema } from "../validate.js";
@@ -378,6 +379,19 @@ export class Model {
     } finally {
       session.dispose(); // also when the consumer breaks out of the loop early
     }
+  }
+
+  /** @internal What guided generation (lib/generate/guided.ts) drives the scheduler with. */
+  generationContext(): GenerationContext & { maxPositions: number } {
+    return {
+      scheduler: this.#scheduler,
+      tokenizer: this.tokenizer,
+      eosTokenIds: this.#eos,
+      numLayers: this.config.numLayers,
+      hiddenSize: this.config.hiddenSize,
+      vocabSize: this.config.vocabSize,
+      maxPositions: this.#allowLongContext ? Infinity : this.config.maxPositionEmbeddings,
+    };
   }
 
   /** generate() collected into one result. */

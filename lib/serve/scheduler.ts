@@ -115,6 +115,11 @@ export class Scheduler {
     return { id, stream };
   }
 
+  /** Admits several generations atomically (they start in the same iteration); every event goes to onEvent. */
+  submitAll(requests: NativeServeRequest[], onEvent: (ev: NativeServeEvent) => void): number[] {
+    return this.#native.submit(requests, onEvent);
+  }
+
   /** The DeepGuardError a failed event stands for. */
   static errorOf(ev: NativeServeEvent, signal: AbortSignal | undefined, what: string): DeepGuardError {
     return eventError(ev, signal, what);

@@ -19,6 +19,13 @@ void Session::truncate(int64_t n) {
   cache_.set_length(n);
 }
 
+void Session::copy_from(const Session& other) {
+  if (other.model_ != model_) throw Error("ERR_ARGUMENT", "cannot copy a session of another model");
+  if (&other == this) return;
+  if (busy_.load() || other.busy_.load()) throw Error("ERR_SESSION_BUSY", "cannot copy a session while a step uses it");
+  cache_ = other.cache_;
+}
+
 Transformer::Transformer(ModelConfig cfg, ModelWeights weights) : cfg_(std::move(cfg)), w_(std::move(weights)) {}
 
 namespace {

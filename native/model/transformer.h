@@ -29,6 +29,9 @@ class Session {
   int64_t length() const { return cache_.length(); }
   // Forgets positions >= n (n <= length), e.g. to re-run from a shared prompt.
   void truncate(int64_t n);
+  // Becomes a copy of `other`'s positions (its KV cache), e.g. to fork n
+  // samples from one prefilled prompt. Neither may be in a step.
+  void copy_from(const Session& other);
   uint64_t cache_bytes() const { return cache_.bytes(); }
   // Frees the KV cache now (length 0), e.g. when the scheduler ends a generation.
   void release() { cache_.release(); }

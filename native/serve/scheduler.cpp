@@ -21,11 +21,15 @@ struct Scheduler::Seq {
   std::vector<float> ready;   // logits waiting to be sampled
   bool has_logits = false;
   bool resumed = false;       // stepwise: resume() arrived for the waiting logits
+  bool paused = false;        // stepwise: these logits wait for resume()
   bool done = false;
 
   bool prefilling() const { return fed < int64_t(req.tokens.size()); }
   bool generate() const { return req.kind == ServeRequest::Kind::Generate; }
-  bool waiting() const { return has_logits && req.stepwise && !resumed; }
+  bool waiting() const { return has_logits && paused && !resumed; }
+  bool pauses_here() const {
+    return req.stepwise && (generated < req.pause_head || (req.pause_every > 0 && generated % req.pause_every == 0));
+  }
 };
 
 int32_t sample_biased(float* logits, int64_t vocab, const float* bias, const SamplingParams& p, double u) {
@@ -160,23 +164,39 @@ void Scheduler::finish(Seq& s, ServeEvent& ev, const std::string& code, const st
     // A failed eval leaves its session as it was; a generation's session is its own.
     if (!s.generate() && s.req.session->length() > s.start_length) s.req.session->truncate(s.start_length);
   }
-  if (s.generate()) s.req.session->release();  // generate() owns its session: free the KV cache now
+  if (s.generate() && !(s.req.keep_session && code.empty())) s.req.session->release();  // generate() owns its session: free the KV cache now
 }
 
 // Samples s.ready; records the token or the end of the generation in ev.
 void Scheduler::sample(Seq& s, ServeEvent& ev) {
   const int64_t vocab = model_->config().vocab;
   const double u = s.rng->next_double();
+  double lse = 0;
+  if (s.req.logprobs) {
+    // log-sum-exp of the unbiased logits (sample_biased adds the bias in place).
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < vocab; ++i) mx = std::max(mx, s.ready[size_t(i)]);
+    double sum = 0;
+    for (int64_t i = 0; i < vocab; ++i) sum += std::exp(double(s.ready[size_t(i)]) - mx);
+    lse = double(mx) + std::log(sum);
+  }
+  const float* raw = s.ready.data();
+  std::vector<float> unbiased;
+  if (s.req.logprobs) unbiased.assign(s.ready.begin(), s.ready.end());  // sampling edits ready in place
+  if (!unbiased.empty()) raw = unbiased.data();
   const int32_t token = sample_biased(s.ready.data(), vocab, s.req.logit_bias.empty() ? nullptr : s.req.logit_bias.data(),
                                       s.req.sampling, u);
   s.has_logits = false;
   s.resumed = false;
+  s.paused = false;
+  const float token_logprob = s.req.logprobs ? float(double(raw[token]) - lse) : 0.f;
   if (std::find(s.req.stop_ids.begin(), s.req.stop_ids.end(), token) != s.req.stop_ids.end()) {
     ev.finish = "eos";
     finish(s, ev, "", "");
     return;
   }
   ev.tokens.push_back(token);
+  if (s.req.logprobs) ev.logprobs.push_back(token_logprob);
   if (++s.generated >= s.req.max_tokens) {
     ev.finish = "maxTokens";
     finish(s, ev, "", "");
@@ -357,8 +377,12 @@ void Scheduler::iterate() {
         if (it.produces_logits) {
           s.ready.assign(o.logits.begin(), o.logits.begin() + c.vocab);
           s.has_logits = true;
-          if (s.req.stepwise) ev.awaiting = true;
-          else to_sample.push_back(&s);
+          if (s.pauses_here()) {
+            ev.awaiting = true;
+            s.paused = true;
+          } else {
+            to_sample.push_back(&s);
+          }
         }
       } else {
         const int64_t total = int64_t(s.req.tokens.size());
@@ -406,6 +430,7 @@ void Scheduler::iterate() {
       continue;
     }
     ev.tokens.insert(ev.tokens.end(), local[i].tokens.begin(), local[i].tokens.end());
+    ev.logprobs.insert(ev.logprobs.end(), local[i].logprobs.begin(), local[i].logprobs.end());
     if (local[i].done) {
       ev.done = true;
       ev.finish = local[i].finish;

@@ -60,12 +60,24 @@ struct ServeRequest {
   std::vector<int32_t> stop_ids;    // sampled ids that end generation (not emitted)
   std::vector<float> logit_bias;    // empty or [vocab]
   bool stepwise = false;
+  // Stepwise pauses (guided generation): only before the tokens whose index g
+  // (0-based, generated so far) satisfies g < pause_head or, with
+  // pause_every > 0, g % pause_every == 0. The default pauses before every token.
+  int64_t pause_every = 1;
+  int64_t pause_head = 0;
+  // Report each sampled token's log-probability under the model (the logits
+  // before any bias, temperature 1): candidate selection ties are broken by it.
+  bool logprobs = false;
+  // Keep the session's KV cache when the generation ends (the caller continues
+  // from it, e.g. the chosen candidate); by default a generation frees it.
+  bool keep_session = false;
 };
 
 // What the scheduler reports about one request after an iteration.
 struct ServeEvent {
   uint64_t id = 0;
   std::vector<int32_t> tokens;      // generate: tokens sampled (in order)
+  std::vector<float> logprobs;      // generate with logprobs: one per sampled token
   int64_t fed = 0;                  // tokens fed to the model; their hidden rows follow
   std::vector<float> hidden;        // [capture.size()][fed][hidden]
   std::vector<float> logits;        // eval, when done: [rows][vocab]

@@ -202,9 +202,10 @@ test("CLI: check --scenario --json, check --cwe, eval --guard, eval report", asy
   assert.is(r.code, 2);
   r = await run("eval", modelDir, "--scenarios", join(DATA, "sec_eval"), "--guard", join(root, "g"));
   assert.is(r.code, 1);
-  assert.match(r.stderr, /ERR_EVAL_UNAVAILABLE.*--guard needs the guided generator/);
+  assert.match(r.stderr, /ERR_GUARD_FILE/);
   r = await run("eval", modelDir, "--scenarios", join(DATA, "sec_eval"), "--interval", "64");
-  assert.match(r.stderr, /ERR_EVAL_UNAVAILABLE.*--interval/);
+  assert.is(r.code, 2);
+  assert.match(r.stderr, /--interval needs --guard/);
   r = await run("eval", modelDir, "--scenarios", join(DATA, "sec_eval"), "--adapter", join(root, "no-adapter"), "--samples", "1");
   assert.is(r.code, 1);
   assert.match(r.stderr, /ERR_ADAPTER|no-adapter/);
