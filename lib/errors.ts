@@ -36,7 +36,6 @@ export const ERROR_CODES = [
   "ERR_SANDBOX", // the sandbox for untrusted programs cannot be set up (a missing tool, a forced mode that does not work)
   "ERR_SCENARIO", // an evaluation scenario folder is invalid (a missing file, bad info.json, unknown CWE or language)
   "ERR_EVAL_RUN", // an evaluation output folder cannot be resumed (another configuration, a corrupt samples file)
-  "ERR_EVAL_UNAVAILABLE", // an evaluation feature that needs a component not yet available (the guided generator)
   "ERR_SESSION_BUSY", // a session was stepped by two calls at once
   "ERR_TENSOR_SHAPE", // a tensor's shape does not fit the config
   "ERR_TRAIN_CHECKPOINT", // a training checkpoint to resume from is missing, incomplete, corrupt or for another model
