@@ -15,6 +15,7 @@ import { Guard } from "../guard/guard.js";
 import { renderChart, renderMarkdown } from "../eval/report.js";
 import { loadScenarios } from "../eval/scenarios.js";
 import { Model } from "../model/model.js";
+import { modelLoadOptions, QUANTIZE_FLAGS } from "./load-options.js";
 
 export const EVAL_USAGE = `  deepguard eval <model-dir> --scenarios DIR [--tests DIR] [--samples N] [--temperature T] [--top-p P]
       [--max-tokens N] [--seed S] [--batch N] [--concurrency N] [--out DIR] [--cwe cwe-089,...] [--scenario cwe-089/0-py]
@@ -43,6 +44,7 @@ export async function evalCommand(args: string[], usage: Usage): Promise<void> {
   const { values, positionals } = parseArgs({
     args,
     options: {
+      ...QUANTIZE_FLAGS,
       scenarios: { type: "string" },
       tests: { type: "string" },
       samples: { type: "string" },
@@ -63,6 +65,7 @@ export async function evalCommand(args: string[], usage: Usage): Promise<void> {
     },
     allowPositionals: true,
   });
+  const loadOptions = modelLoadOptions(values); // flags are checked before any file is read
   if (positionals.length !== 1) throw usage("eval takes one model directory");
   if (!values.scenarios) throw usage("eval needs --scenarios DIR (the sec_eval layout)");
   if (values.interval !== undefined && values.guard === undefined) throw usage("--interval needs --guard (the guided generator)");
@@ -73,7 +76,7 @@ export async function evalCommand(args: string[], usage: Usage): Promise<void> {
     cwes: values.cwe ? values.cwe.split(",").map((s) => s.trim()).filter(Boolean) : undefined,
     ids: values.scenario,
   });
-  const model = await Model.load(positionals[0]);
+  const model = await Model.load(positionals[0], loadOptions);
   if (values.adapter) await model.loadAdapter(values.adapter);
   const abort = new AbortController();
   process.once("SIGINT", () => abort.abort());

@@ -15,6 +15,7 @@ import { DEFAULT_KS, STRATEGIES, type Strategy, latencySvg, latencyTable, measur
 import { Guard } from "../guard/guard.js";
 import { writeFileAtomic, writeJsonAtomic } from "../io/atomic.js";
 import { Model } from "../model/model.js";
+import { modelLoadOptions, QUANTIZE_FLAGS } from "./load-options.js";
 
 export const GUIDED_USAGE =
   'deepguard generate <model-dir> "<prompt>" --guard <dir> [--adapter <dir>] [--interval 64|inf] [--strength 1] [--n 4] [--candidates C] [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]';
@@ -42,6 +43,7 @@ export async function guidedGenerateCommand(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args,
     options: {
+      ...QUANTIZE_FLAGS,
       guard: { type: "string" },
       adapter: { type: "string" },
       interval: { type: "string" },
@@ -56,11 +58,12 @@ export async function guidedGenerateCommand(args: string[]): Promise<void> {
     },
     allowPositionals: true,
   });
+  const loadOptions = modelLoadOptions(values); // flags are checked before any file is read
   if (positionals.length !== 2) throw usage("generate takes a model directory and a prompt", GUIDED_USAGE);
   if (!values.guard) throw usage("--guard needs a guard directory", GUIDED_USAGE);
   const interval = values.interval === undefined ? undefined : /^inf(inity)?$/i.test(values.interval) ? Infinity : num("interval", values.interval, true, GUIDED_USAGE);
   const n = num("n", values.n, true, GUIDED_USAGE) ?? 1;
-  const model = await Model.load(positionals[0]);
+  const model = await Model.load(positionals[0], loadOptions);
   if (values.adapter) await model.loadAdapter(values.adapter);
   const guard = await Guard.load(values.guard, model);
   const gen = new Generator(model, guard, {
@@ -105,6 +108,7 @@ export async function benchKCommand(args: string[]): Promise<LatencyReport> {
   const { values, positionals } = parseArgs({
     args,
     options: {
+      ...QUANTIZE_FLAGS,
       guard: { type: "string" },
       k: { type: "string" },
       tokens: { type: "string" },
@@ -117,13 +121,14 @@ export async function benchKCommand(args: string[]): Promise<LatencyReport> {
     },
     allowPositionals: true,
   });
+  const loadOptions = modelLoadOptions(values); // flags are checked before any file is read
   if (positionals.length !== 1) throw usage("bench-k takes one model directory", BENCH_K_USAGE);
   const ks = values.k === undefined ? DEFAULT_KS : parseKList(values.k);
   const strategies = values.strategies === undefined ? undefined : values.strategies.split(",").map((s) => s.trim());
   if (strategies && !strategies.every((s) => (STRATEGIES as readonly string[]).includes(s))) {
     throw usage(`--strategies takes a comma list of ${STRATEGIES.join(", ")}, got "${values.strategies}"`, BENCH_K_USAGE);
   }
-  const model = await Model.load(positionals[0]);
+  const model = await Model.load(positionals[0], loadOptions);
   const guard = values.guard ? await Guard.load(values.guard, model) : await randomBenchGuard(model);
   const report = await measureLatencyVsK(model, guard, {
     ks,

@@ -21,8 +21,9 @@
  */
 import { parseArgs } from "node:util";
 import { DeepGuardError } from "../errors.js";
-import { Model, QUANT_FORMATS, type LoadOptions, type QuantFormat } from "../model/model.js";
+import { Model } from "../model/model.js";
 import { writeForwardJson } from "./forward-json.js";
+import { modelLoadOptions, QUANTIZE_FLAGS, QUANTIZE_USAGE } from "./load-options.js";
 import { CORPUS_USAGE, corpusCommand } from "./corpus.js";
 import { TOKENIZER_USAGE, tokenizerCommand } from "./tokenizer.js";
 import { PROBE_USAGE, probeCommand } from "./probe.js";
@@ -49,8 +50,7 @@ ${CHECK_USAGE}
   ${PRETRAIN_USAGE}
   ${GUIDED_USAGE}
   ${BENCH_K_USAGE}
-every command that loads a model also takes --quantize q8_0|q4_0|q4_k (quantize the weights at load)
-  and --quant-cache (keep them in <model-dir>/deepguard-<format>.dgq for the next load)`;
+${QUANTIZE_USAGE}`;
 
 class UsageError extends DeepGuardError {
   constructor(message: string) {
@@ -117,20 +117,6 @@ export function topIndices(row: Float32Array, k: number): number[] {
   return best;
 }
 
-/** --quantize, shared by every command that loads a model. */
-const quantizeOption = { quantize: { type: "string" }, "quant-cache": { type: "boolean" } } as const;
-function loadOptions(values: { quantize?: string; "quant-cache"?: boolean }): LoadOptions {
-  const q = values.quantize;
-  if (q === undefined) {
-    if (values["quant-cache"]) throw new UsageError("--quant-cache needs --quantize");
-    return {};
-  }
-  if (!(QUANT_FORMATS as readonly string[]).includes(q)) {
-    throw new UsageError(`--quantize must be one of ${QUANT_FORMATS.join(", ")}, got "${q}"`);
-  }
-  return { quantize: q as QuantFormat, ...(values["quant-cache"] ? { quantCache: true } : {}) };
-}
-
 function parseIds(raw: string): number[] {
   return raw.split(",").map((s, i) => {
     const t = s.trim();
@@ -140,9 +126,9 @@ function parseIds(raw: string): number[] {
 }
 
 async function inspect(args: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({ args, options: { json: { type: "boolean" }, ...quantizeOption }, allowPositionals: true });
+  const { values, positionals } = parseArgs({ args, options: { json: { type: "boolean" }, ...QUANTIZE_FLAGS }, allowPositionals: true });
   if (positionals.length !== 1) throw new UsageError("inspect takes one model directory");
-  const { info } = await Model.load(positionals[0], loadOptions(values));
+  const { info } = await Model.load(positionals[0], modelLoadOptions(values));
   if (values.json) {
     process.stdout.write(JSON.stringify(info, null, 2) + "\n");
     return;
@@ -172,12 +158,12 @@ function logitsOption(raw: string | undefined, fallback: "all" | "last" | "none"
 }
 
 async function forward(args: string[]): Promise<void> {
-  const flags = { ids: { type: "string" }, text: { type: "string" }, adapter: { type: "string" }, json: { type: "boolean" }, logits: { type: "string" }, ...quantizeOption } as const;
+  const flags = { ids: { type: "string" }, text: { type: "string" }, adapter: { type: "string" }, json: { type: "boolean" }, logits: { type: "string" }, ...QUANTIZE_FLAGS } as const;
   const { values, positionals } = parseArgs({ args: positionalsLast(args, flags), options: flags, allowPositionals: true });
   if (positionals.length !== 1) throw new UsageError("forward takes one model directory");
   if ((values.ids === undefined) === (values.text === undefined)) throw new UsageError("forward needs exactly one of --ids or --text");
   const logits = logitsOption(values.logits, "all");
-  const model = await Model.load(positionals[0], loadOptions(values));
+  const model = await Model.load(positionals[0], modelLoadOptions(values));
   if (values.adapter !== undefined) await model.loadAdapter(values.adapter);
   const input = values.ids !== undefined ? parseIds(values.ids) : (values.text as string);
   if (values.json) {
@@ -211,7 +197,7 @@ async function generate(args: string[]): Promise<void> {
     "top-k": { type: "string" },
     seed: { type: "string" },
     adapter: { type: "string" },
-    ...quantizeOption,
+    ...QUANTIZE_FLAGS,
   } as const;
   const { values, positionals } = parseArgs({ args: positionalsLast(args, flags), options: flags, allowPositionals: true });
   const wanted = values.ids === undefined ? 2 : 1;
@@ -226,7 +212,7 @@ async function generate(args: string[]): Promise<void> {
     seed: numberOption("seed", values.seed, true, 0, Number.MAX_SAFE_INTEGER),
   };
   const prompt = values.ids !== undefined ? parseIds(values.ids) : positionals[1];
-  const model = await Model.load(positionals[0], loadOptions(values));
+  const model = await Model.load(positionals[0], modelLoadOptions(values));
   if (values.adapter !== undefined) await model.loadAdapter(values.adapter);
   const abort = new AbortController();
   process.once("SIGINT", () => abort.abort());

@@ -12,6 +12,7 @@ import { DeepGuardError } from "../errors.js";
 import { probeLayers, type ProbeProgress } from "../guard/probe.js";
 import { probeTable, writeProbeReport } from "../guard/probe-report.js";
 import { Model } from "../model/model.js";
+import { modelLoadOptions, QUANTIZE_FLAGS } from "./load-options.js";
 
 export const PROBE_USAGE =
   "deepguard probe <model-dir> --data <sven-path> --out <dir> [--folds 5] [--seed S] [--pooling mean|changed] [--max-tokens N] [--json]";
@@ -34,6 +35,7 @@ export async function probeCommand(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args,
     options: {
+      ...QUANTIZE_FLAGS,
       data: { type: "string" },
       out: { type: "string" },
       folds: { type: "string" },
@@ -44,6 +46,7 @@ export async function probeCommand(args: string[]): Promise<void> {
     },
     allowPositionals: true,
   });
+  const loadOptions = modelLoadOptions(values); // flags are checked before any file is read
   if (positionals.length !== 1) throw usage("probe takes one model directory");
   if (values.data === undefined) throw usage("probe needs --data <sven-path>");
   if (values.out === undefined) throw usage("probe needs --out <dir>");
@@ -53,7 +56,7 @@ export async function probeCommand(args: string[]): Promise<void> {
   const seed = integerOption("seed", values.seed, 0) ?? 0;
   const maxTokensOption = integerOption("max-tokens", values["max-tokens"], 1);
 
-  const model = await Model.load(positionals[0]);
+  const model = await Model.load(positionals[0], loadOptions);
   const maxTokens = maxTokensOption ?? Math.min(DEFAULT_MAX_TOKENS, model.config.maxPositionEmbeddings);
   const dataset = await Dataset.fromSven(values.data, { maxTokens });
   const abort = new AbortController();

@@ -14,6 +14,7 @@ import { DeepGuardError } from "../errors.js";
 import { Guard } from "../guard/guard.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { Model } from "../model/model.js";
+import { modelLoadOptions, QUANTIZE_FLAGS } from "./load-options.js";
 
 export const SCAN_USAGE = "deepguard scan <model-dir> --guard <dir> <file> [--html <out.html>] [--json]";
 
@@ -119,9 +120,10 @@ function terminalHeatMap(text: string, r: ScanResult, color: boolean): string {
 export async function scanCommand(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args,
-    options: { guard: { type: "string" }, html: { type: "string" }, json: { type: "boolean" } },
+    options: { guard: { type: "string" }, html: { type: "string" }, json: { type: "boolean" }, ...QUANTIZE_FLAGS },
     allowPositionals: true,
   });
+  const loadOptions = modelLoadOptions(values); // flags are checked before any file is read
   if (positionals.length !== 2) throw usage("scan takes a model directory and a file");
   if (values.guard === undefined) throw usage("scan needs --guard <dir>");
   const [modelDir, file] = positionals;
@@ -131,7 +133,7 @@ export async function scanCommand(args: string[]): Promise<void> {
   } catch (err) {
     throw new DeepGuardError("ERR_ARGUMENT", `cannot read ${file}: ${(err as Error).message}`, { cause: err });
   }
-  const model = await Model.load(modelDir);
+  const model = await Model.load(modelDir, loadOptions);
   try {
     const guard = await Guard.load(values.guard, model);
     const ids = model.tokenize(text);

@@ -65,4 +65,23 @@ test("generate --quantize runs; a bad --quantize is a usage error", async () => 
   assert.match(bad.stderr, /ERR_USAGE.*--quantize must be one of q8_0, q4_0, q4_k, got "q3"/);
 });
 
+test("the commands added since (scan, probe, guard train, eval, bench-k, generate --guard) take --quantize too", async () => {
+  const cases: string[][] = [
+    ["scan", ckpt.dir, "--guard", join(root, "no-guard"), join(root, "x.py")],
+    ["probe", ckpt.dir, "--data", join(root, "no-data"), "--out", join(root, "p")],
+    ["guard", "train", ckpt.dir, "--data", join(root, "no-data"), "--val", join(root, "no-data"), "--out", join(root, "g")],
+    ["eval", ckpt.dir, "--scenarios", join(root, "no-scenarios"), "--out", join(root, "e")],
+    ["bench-k", ckpt.dir],
+    ["generate", ckpt.dir, "hi", "--guard", join(root, "no-guard")],
+  ];
+  for (const args of cases) {
+    const bad = await run(...args, "--quantize", "q9_9");
+    assert.is(bad.code, 2, `${args[0]}: ${bad.stderr}`);
+    assert.match(bad.stderr, /--quantize must be one of q8_0, q4_0, q4_k, got "q9_9"/, args[0]);
+    const lone = await run(...args, "--quant-cache");
+    assert.is(lone.code, 2, `${args[0]}: ${lone.stderr}`);
+    assert.match(lone.stderr, /--quant-cache needs --quantize/, args[0]);
+  }
+});
+
 test.run();
