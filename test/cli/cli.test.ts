@@ -1,30 +1,20 @@
 // The deepguard CLI as a user runs it: a child process, its stdout, its exit code.
-import { execFile } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
+import { join } from "node:path";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { makeTinyCheckpoint, tinySpecs, type TinyCheckpoint } from "../support/checkpoint.js";
 import { flatten, relativeError } from "../support/compare.js";
 import { referenceForward } from "../support/reference.js";
+import { CLI_PATH, runCli } from "../support/cli.js";
 
-const cli = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "lib", "cli", "main.js");
+const cli = CLI_PATH;
 const spec = { ...tinySpecs()["llama-bf16-gqa-rope-linear"], tokenizer: true, vocab: 300 };
 let root = "";
 let ckpt: TinyCheckpoint;
 
-async function run(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)(process.execPath, [cli, ...args], { maxBuffer: 1 << 28 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const run = (...args: string[]) => runCli(args);
 
 test.before(async () => {
   root = await mkdtemp(join(tmpdir(), "dg-cli-"));

@@ -1,29 +1,18 @@
 // deepguard guard train and deepguard scan as a user runs them: child processes,
 // their output and exit codes, the files they write.
-import { execFile } from "node:child_process";
 import { mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
+import { join } from "node:path";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { Guard, Model } from "../../lib/index.js";
 import { makeTinyCheckpoint, tinySpecs } from "../support/checkpoint.js";
+import { runCli } from "../support/cli.js";
 
-const cli = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "lib", "cli", "main.js");
 const SVEN = join(process.cwd(), "..", "shared", "datasets", "sven");
 let root = "", modelDir = "";
 
-async function run(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)(process.execPath, [cli, ...args], { maxBuffer: 1 << 28 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const run = (...args: string[]) => runCli(args);
 
 test.before(async () => {
   root = await mkdtemp(join(tmpdir(), "dg-guard-cli-"));

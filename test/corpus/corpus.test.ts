@@ -5,17 +5,17 @@ import * as assert from "uvu/assert";
 import { spawnSync } from "node:child_process";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { buildCorpus, OverlapIndex, readExclusionTexts } from "../../lib/corpus/build.js";
 import { packCorpus, readPacked } from "../../lib/corpus/pack.js";
 import { writeSafetensors } from "../../lib/io/safetensors.js";
 import { Tokenizer } from "../../lib/model/tokenizer.js";
 import { trainTokenizer } from "../../lib/tokenizer/train.js";
+import { CLI_PATH } from "../support/cli.js";
 import { expectError } from "../support/expect.js";
 import { CORPUS } from "../support/tokenizer-fixture.js";
 
-const cli = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "lib", "cli", "main.js");
+const cli = CLI_PATH;
 let dir = "";
 test.before.each(async () => {
   dir = await mkdtemp(join(tmpdir(), "dg-corpus-"));

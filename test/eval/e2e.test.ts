@@ -1,11 +1,9 @@
 // End to end: a tiny random model over all scenarios (2 samples each), garbage completions,
 // resume after interruption, and the CLI (eval, eval report, check).
-import { execFile } from "node:child_process";
 import { appendFile, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { AttackChecker } from "../../lib/eval/oracles/attack.js";
@@ -15,27 +13,16 @@ import { loadScenarios, type Scenario } from "../../lib/eval/scenarios.js";
 import { Model } from "../../lib/model/model.js";
 import { makeTinyCheckpoint, tinySpecs } from "../support/checkpoint.js";
 import { FIXTURES } from "./fixtures.js";
+import { runCli } from "../support/cli.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const DATA = join(here, "..", "..", "..", "..", "shared", "datasets");
-const cli = join(here, "..", "..", "lib", "cli", "main.js");
 let root = "";
 let modelDir = "";
 let scenarios: Scenario[] = [];
 
-async function run(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return runEnv({}, ...args);
-}
-
-async function runEnv(env: Record<string, string>, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)(process.execPath, [cli, ...args], { maxBuffer: 1 << 26, env: { ...process.env, ...env } });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const run = (...args: string[]) => runCli(args);
+const runEnv = (env: Record<string, string>, ...args: string[]) => runCli(args, env);
 
 test.before(async () => {
   root = await mkdtemp(join(tmpdir(), "dg-e2e-"));

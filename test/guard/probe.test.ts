@@ -1,10 +1,7 @@
 // probeLayers on a tiny random model and a slice of SVEN, its report files, and the CLI.
-import { execFile } from "node:child_process";
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
+import { join } from "node:path";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { Dataset, Model, probeLayers, type ProbeProgress, type ProbeReport } from "../../lib/index.js";
@@ -12,8 +9,8 @@ import { extractFeatures, specialPrefix } from "../../lib/guard/probe.js";
 import { probeSvg, probeTable, writeProbeReport } from "../../lib/guard/probe-report.js";
 import { makeTinyCheckpoint, tinySpecs } from "../support/checkpoint.js";
 import { expectError } from "../support/expect.js";
+import { runCli } from "../support/cli.js";
 
-const cli = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "lib", "cli", "main.js");
 const SVEN_VAL = join(process.cwd(), "..", "shared", "datasets", "sven", "val");
 const spec = { ...tinySpecs()["qwen2-f32-gqa-tied"], layers: 3, maxPositions: 1024 };
 let root = "";
@@ -171,15 +168,7 @@ test("report files: JSON round-trips, the SVG shades the band and plots every la
   await expectError(() => writeProbeReport(join(json, "sub"), report), "ERR_FILE_WRITE");
 });
 
-async function run(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)(process.execPath, [cli, ...args], { maxBuffer: 1 << 26 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const run = (...args: string[]) => runCli(args);
 
 test("deepguard probe --json: layers {layer, accuracy, auc} for 0..L, files in --out, progress on stderr", async () => {
   const out = join(root, "cli-out");

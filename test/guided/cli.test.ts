@@ -1,30 +1,20 @@
 // CLI: deepguard generate --guard, deepguard bench-k --json, deepguard eval --guard.
-import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { Generator, Guard, Model } from "../../lib/index.js";
 import { makeTinyCheckpoint, tinySpecs } from "../support/checkpoint.js";
+import { runCli } from "../support/cli.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const cli = join(here, "..", "..", "lib", "cli", "main.js");
 const DATA = join(here, "..", "..", "..", "..", "shared", "datasets");
 let root = "", modelDir = "", guardDir = "";
 let model: Model;
 
-async function run(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)(process.execPath, [cli, ...args], { maxBuffer: 1 << 24 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const run = (...args: string[]) => runCli(args);
 
 test.before(async () => {
   root = await mkdtemp(join(tmpdir(), "dg-guided-cli-"));

@@ -1,30 +1,19 @@
 // --quantize on every CLI command that loads a model.
-import { execFile } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
+import { join } from "node:path";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { Model } from "../../lib/index.js";
 import { makeTinyCheckpoint, tinySpecs, type TinyCheckpoint } from "../support/checkpoint.js";
 import { relativeError } from "../support/compare.js";
+import { runCli } from "../support/cli.js";
 
-const cli = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "lib", "cli", "main.js");
 const spec = { ...tinySpecs()["qwen2-f32-gqa-tied"], vocab: 300 };
 let root = "";
 let ckpt: TinyCheckpoint;
 
-async function run(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)(process.execPath, [cli, ...args], { maxBuffer: 1 << 28 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const run = (...args: string[]) => runCli(args);
 
 test.before(async () => {
   root = await mkdtemp(join(tmpdir(), "dg-quant-cli-"));

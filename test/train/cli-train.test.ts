@@ -1,31 +1,20 @@
 // `deepguard train` as a user runs it: --json step lines with every loss term, the
 // PEFT adapter and guard files in --out, --resume, usage errors; then forward and
 // generate with --adapter.
-import { execFile } from "node:child_process";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
+import { join } from "node:path";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { parseLayers } from "../../lib/cli/train.js";
 import { makeTinyCheckpoint, tinySpecs, type TinyCheckpoint } from "../support/checkpoint.js";
+import { runCli } from "../support/cli.js";
 
-const cli = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "lib", "cli", "main.js");
 const SVEN = join(process.cwd(), "..", "shared", "datasets", "sven");
 let root = "";
 let ckpt: TinyCheckpoint;
 
-async function run(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)(process.execPath, [cli, ...args], { maxBuffer: 1 << 26 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const run = (...args: string[]) => runCli(args);
 
 test.before(async () => {
   root = await mkdtemp(join(tmpdir(), "dg-cli-train-"));

@@ -1,29 +1,18 @@
 // `deepguard pretrain` as a user runs it: --json step/eval/done lines, --max-steps
 // then --resume to the end of the schedule, the tokenizer copied into the output,
 // and the output generating with `deepguard generate`; usage errors.
-import { execFile } from "node:child_process";
 import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
+import { join } from "node:path";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { writeSafetensors } from "../../lib/io/safetensors.js";
 import { Random } from "../../lib/random.js";
 import { makeTokenizerFiles } from "../support/tokenizer-fixture.js";
+import { runCli } from "../support/cli.js";
 
-const cli = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "lib", "cli", "main.js");
 
-async function run(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)(process.execPath, [cli, ...args], { maxBuffer: 1 << 26 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const run = (...args: string[]) => runCli(args);
 
 const lines = (s: string) => s.trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
 
