@@ -9,6 +9,7 @@
 
 #include "bindings/convert.h"
 #include "core/thread_pool.h"
+#include "kernels/ops.h"
 #include "model/transformer.h"
 #include "quant/cache.h"
 #include "quant/formats.h"
@@ -101,9 +102,9 @@ struct QuantRequest {
 class LoadWorker : public CodedWorker {
  public:
   LoadWorker(Napi::Env env, dg::ModelConfig cfg, std::vector<std::string> files, std::vector<dg::TensorRef> tensors,
-             dg::MappedFile::Mode mode, Napi::Function ctor, QuantRequest quant)
+             dg::MappedFile::Mode mode, Napi::Function ctor, QuantRequest quant, bool bf16_activations)
       : CodedWorker(env), cfg_(std::move(cfg)), files_(std::move(files)), tensors_(std::move(tensors)), mode_(mode),
-        ctor_(Napi::Persistent(ctor)), quant_(std::move(quant)) {}
+        ctor_(Napi::Persistent(ctor)), quant_(std::move(quant)), bf16_activations_(bf16_activations) {}
   ~LoadWorker() override {
     if (quant_.has_progress) quant_.progress.Release();
   }
@@ -140,7 +141,7 @@ class LoadWorker : public CodedWorker {
         }
       }
     }
-    model_ = std::make_shared<Transformer>(cfg_, std::move(w));
+    model_ = std::make_shared<Transformer>(cfg_, std::move(w), bf16_activations_);
   }
   Napi::Value Result(Napi::Env env) override;
 
@@ -151,6 +152,7 @@ class LoadWorker : public CodedWorker {
   dg::MappedFile::Mode mode_;
   Napi::FunctionReference ctor_;
   QuantRequest quant_;
+  bool bf16_activations_;
   std::string cache_state_;  // "", "loaded" or "written"
   std::shared_ptr<Transformer> model_;
   friend class NativeModel;
@@ -308,6 +310,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     o.Set("linearBytes", double(linear_bytes));
     o.Set("quantCache", quant_cache);
     o.Set("linearDtype", dtypes);
+    o.Set("activations", get(info.Env())->bf16_activations() ? "bfloat16" : "float32");
     return o;
   }
 };
@@ -320,7 +323,8 @@ Napi::Value LoadWorker::Result(Napi::Env) {
   return obj;
 }
 
-// loadModel(config, files: string[], tensors: {name, file, dtype, shape, offset, length}[], { mmap: boolean })
+// loadModel(config, files: string[], tensors: {name, file, dtype, shape, offset, length}[],
+//           { mmap: boolean, activations: "auto" | "float32" | "bfloat16", quantize?, onProgress?, cacheFile? })
 //   -> Promise<NativeModel>
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -348,9 +352,16 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     if (cache.IsString()) quant.cache_path = cache.As<Napi::String>().Utf8Value();
     else if (!cache.IsUndefined()) ThrowCoded(env, "ERR_ARGUMENT", "cacheFile must be a string");
   }
+  // activations: "float32", "bfloat16", or "auto" (bfloat16 where AMX runs it).
+  Napi::Value av = opts.Get("activations");
+  if (!av.IsUndefined() && !av.IsString()) ThrowCoded(env, "ERR_ARGUMENT", "activations must be a string");
+  const std::string acts = av.IsUndefined() ? "float32" : av.As<Napi::String>().Utf8Value();
+  if (acts != "auto" && acts != "float32" && acts != "bfloat16")
+    ThrowCoded(env, "ERR_ARGUMENT", "activations must be \"auto\", \"float32\" or \"bfloat16\"");
+  const bool bf16_activations = acts == "bfloat16" || (acts == "auto" && dg::amx_active());
   auto* w = new LoadWorker(env, std::move(cfg), std::move(files), std::move(tensors),
                            mmap ? dg::MappedFile::Mode::Map : dg::MappedFile::Mode::Read, NativeModel::ctor.Value(),
-                           std::move(quant));
+                           std::move(quant), bf16_activations);
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;

@@ -108,14 +108,14 @@ Napi::Value LinearQ(const Napi::CallbackInfo& info) {
 Napi::Value QuantInfo(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("avx512vnni", dg::cpu_features().avx512vnni);
-  o.Set("amx", dg::quant_amx_active());
+  o.Set("amx", dg::amx_active());
   return o;
 }
 
-// setQuantAmx(enabled): AMX for quantized prefill on or off (when the CPU has it).
-Napi::Value SetQuantAmx(const Napi::CallbackInfo& info) {
-  if (info.Length() < 1 || !info[0].IsBoolean()) Bad(info.Env(), "setQuantAmx needs a boolean");
-  dg::set_quant_amx(info[0].As<Napi::Boolean>().Value());
+// setAmx(enabled): AMX for 16+ token calls on BF16 and quantized weights on or off (when the CPU has it).
+Napi::Value SetAmx(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsBoolean()) Bad(info.Env(), "setAmx needs a boolean");
+  dg::set_amx_enabled(info[0].As<Napi::Boolean>().Value());
   return info.Env().Undefined();
 }
 
@@ -126,7 +126,7 @@ void AddQuantTestingOps(Napi::Env env, Napi::Object& o) {
   o.Set("dequantize", Napi::Function::New(env, Dequantize, "dequantize"));
   o.Set("linearQ", Napi::Function::New(env, LinearQ, "linearQ"));
   o.Set("quantInfo", Napi::Function::New(env, QuantInfo, "quantInfo"));
-  o.Set("setQuantAmx", Napi::Function::New(env, SetQuantAmx, "setQuantAmx"));
+  o.Set("setAmx", Napi::Function::New(env, SetAmx, "setAmx"));
 }
 
 }  // namespace dg_bind

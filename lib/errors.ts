@@ -25,6 +25,7 @@ export const ERROR_CODES = [
   "ERR_MISSING_TENSOR", // a tensor the model needs is absent
   "ERR_NATIVE", // an unexpected native failure (a bug: please report it)
   "ERR_NATIVE_LOAD", // the native addon cannot be loaded
+  "ERR_NO_DEFAULT_MODEL", // the package's default model (models/default/) is not installed
   "ERR_NO_TOKENIZER", // a text API was called on a model without tokenizer.json
   "ERR_NON_FINITE", // logits to sample from hold NaN or +Infinity, or are all -Infinity
   "ERR_OUT_OF_MEMORY", // an allocation failed

@@ -37,7 +37,7 @@ export interface NativeSession {
 
 export interface NativeModel {
   createSession(): NativeSession;
-  info(): { parameterCount: number; mappedBytes: number; linearBytes: number; linearDtype: string; quantCache: string };
+  info(): { parameterCount: number; mappedBytes: number; linearBytes: number; linearDtype: string; quantCache: string; activations: string };
   loadAdapter(
     spec: { rank: number; scale: number; targets: string[]; layers: number[] },
     files: string[],
@@ -137,6 +137,7 @@ export interface NativeAddon {
     tensors: NativeTensorRef[],
     options: {
       mmap: boolean;
+      activations?: "auto" | "float32" | "bfloat16";
       quantize?: "q8_0" | "q4_0" | "q4_k";
       onProgress?: (progress: { done: number; total: number }) => void;
       cacheFile?: string;

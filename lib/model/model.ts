@@ -11,6 +11,7 @@ import { join, resolve } from "node:path";
 import { readAdapter, type AdapterInfo } from "./adapter.js";
 import { locateCheckpoint } from "./checkpoint.js";
 import { readGenerationEosIds, readModelConfig, toNativeConfig, type ModelConfig } from "./config.js";
+import { DEFAULT_MODEL_DIR, requireDefaultFolder } from "./default-model.js";
 import { DeepGuardError, throwIfAborted, wrapNativeError } from "../errors.js";
 import {
   generateTokens,
@@ -65,6 +66,16 @@ export interface LoadOptions {
   quantCache?: boolean | string;
   /** Called with the weights quantized so far while `quantize` runs. */
   onProgress?: (progress: { done: number; total: number }) => void;
+  /**
+   * What BF16 weight matrices multiply: "float32" activations (exact, as
+   * transformers computes with float32 compute), or activations rounded to
+   * "bfloat16" as a BF16 PyTorch model computes, which runs on AMX tiles
+   * (Sapphire Rapids and later): several times faster prefill and batched
+   * decode, and each sequence's result independent of the batch it is in.
+   * "auto" (default): "bfloat16" where AMX is available (and DEEPGUARD_AMX is
+   * not 0), else "float32". F32/F16 and quantized matrices ignore it.
+   */
+  activations?: "auto" | "float32" | "bfloat16";
   signal?: AbortSignal;
 }
 
@@ -90,6 +101,8 @@ export interface ModelInfo {
   linearDtype: string;
   /** Bytes of all linear weights and the LM head as the kernels read them (per decoded token). */
   linearBytes: number;
+  /** What BF16 weights multiply (LoadOptions.activations, "auto" resolved). */
+  activations: "float32" | "bfloat16";
   /** How the quantized-weights cache was used: "loaded", "written", or null (none). */
   quantCache: "loaded" | "written" | null;
   parameterCount: number;
@@ -131,6 +144,7 @@ const loadOptionsSchema = z
     quantize: z.enum(QUANT_FORMATS).optional(),
     quantCache: z.union([z.boolean(), z.string().min(1)]).optional(),
     onProgress: z.function().optional(),
+    activations: z.enum(["auto", "float32", "bfloat16"]).default("float32"),
     signal: signalSchema,
   })
   .strict();
@@ -174,8 +188,12 @@ export class Model {
     return [...this.#eos].sort((a, b) => a - b);
   }
 
-  /** Loads a checkpoint directory (config.json, safetensors weights, optional tokenizer). */
-  static async load(directory: string, options?: LoadOptions): Promise<Model> {
+  /**
+   * Loads a checkpoint directory (config.json, safetensors weights, optional
+   * tokenizer); with no directory, the package's default model (loadDefault).
+   */
+  static async load(directory?: string, options?: LoadOptions): Promise<Model> {
+    if (directory === undefined) return Model.loadDefault(options);
     if (typeof directory !== "string" || directory.length === 0) {
       throw new DeepGuardError("ERR_ARGUMENT", "Model.load needs a checkpoint directory path");
     }
@@ -183,7 +201,7 @@ export class Model {
     if (q !== undefined && !(QUANT_FORMATS as readonly unknown[]).includes(q)) {
       throw new DeepGuardError("ERR_QUANT_FORMAT", `Model.load option "quantize": unknown format ${JSON.stringify(q)}; expected one of ${QUANT_FORMATS.join(", ")}`);
     }
-    const { mmap, allowLongContext, prefillChunk, quantize, quantCache, onProgress, signal } = parseOptions(loadOptionsSchema, options, "Model.load");
+    const { mmap, allowLongContext, prefillChunk, quantize, quantCache, onProgress, activations, signal } = parseOptions(loadOptionsSchema, options, "Model.load");
     if (quantCache !== undefined && quantCache !== false && !quantize) {
       throw new DeepGuardError("ERR_ARGUMENT", `Model.load option "quantCache" needs "quantize"`);
     }
@@ -218,6 +236,7 @@ export class Model {
     try {
       engine = await native().loadModel(toNativeConfig(config), files.files, files.tensors, {
         mmap,
+        activations,
         ...(quantize ? { quantize } : {}),
         ...(progress ? { onProgress: progress } : {}),
         ...(quantize && quantCache
@@ -247,6 +266,7 @@ export class Model {
       quantization: quantize ?? null,
       linearDtype: nativeInfo.linearDtype,
       linearBytes: nativeInfo.linearBytes,
+      activations: nativeInfo.activations === "bfloat16" ? "bfloat16" : "float32",
       quantCache: nativeInfo.quantCache === "loaded" || nativeInfo.quantCache === "written" ? nativeInfo.quantCache : null,
       parameterCount: nativeInfo.parameterCount,
       weightBytes: files.totalBytes,
@@ -260,6 +280,15 @@ export class Model {
   /** The attached LoRA adapter, if any. */
   get adapter(): AdapterInfo | null {
     return this.#adapter;
+  }
+
+  /**
+   * The default code model shipped in the package (models/default/; its model
+   * card says what it is: a demonstration model, not a production coder).
+   * Guard.loadDefault(model) adds its trained guard and LoRA adapter.
+   */
+  static async loadDefault(options?: LoadOptions): Promise<Model> {
+    return Model.load(await requireDefaultFolder(DEFAULT_MODEL_DIR, "config.json"), options);
   }
 
   /**

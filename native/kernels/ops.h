@@ -20,8 +20,14 @@ namespace dg {
 // `accumulate`: y += ... instead of y = ... (LoRA adds onto the base output).
 // Dispatches on active_isa(); splits output rows across the pool. Memory-bound at
 // T = 1 (each weight byte read once), blocked for cache reuse when T is large.
+// `bf16_activations`: for BF16 weights whose width is a multiple of 32, x is
+// rounded to BF16 first (round to nearest even), as a BF16 model computes in
+// PyTorch:  y[t][r] = sum_k bf16(x[t][k]) * W[r][k]  (f32 accumulation).
+// With AMX that runs on tdpbf16ps tiles (matmul_amx.cpp) for every T, so each
+// row's result is independent of T (batch invariant); without AMX the f32
+// kernels multiply the rounded values. Other dtypes ignore the flag.
 void linear_forward(float* y, const float* x, const Matrix& w, const float* bias, int64_t T,
-                    ThreadPool& pool, bool accumulate = false);
+                    ThreadPool& pool, bool accumulate = false, bool bf16_activations = false);
 
 // Several linear layers over the same input x[T][in] in one pass of the pool
 // (e.g. q/k/v, gate/up): one dispatch instead of one per matrix, so decode pays
@@ -32,7 +38,8 @@ struct LinearOutput {
   const float* bias;
   bool accumulate;
 };
-void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, int64_t T, ThreadPool& pool);
+void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, int64_t T, ThreadPool& pool,
+                         bool bf16_activations = false);
 // Backward of y = x . W^T + b, every gradient ACCUMULATED (+=), llm.c style, so
 // callers sum contributions (base + LoRA, several uses of one input); each
 // output pointer may be nullptr to skip it:
@@ -46,12 +53,17 @@ void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, i
 void linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const Matrix& w, int64_t T,
                      ThreadPool& pool);
 
-// Prefill (16+ tokens) on block-quantized weights uses AMX-BF16 tiles where the
-// CPU has them and the active ISA is avx512 (weights and activations rounded
-// to BF16), unless DEEPGUARD_AMX=0 or set_quant_amx(false). Returns whether
-// AMX is in use now.
-void set_quant_amx(bool enabled);
-bool quant_amx_active();
+// Calls of 16+ tokens (prefill, batched decode) on BF16 and block-quantized
+// weights use AMX-BF16 tiles where the CPU has them and the active ISA is
+// avx512, unless DEEPGUARD_AMX=0 or set_amx_enabled(false):
+//   y[t][r] = sum_k bf16(x[t][k]) * bf16(W[r][k])   (f32 accumulation, K in steps of 32)
+// i.e. the activations are rounded to BF16 as in a BF16 PyTorch model (BF16
+// weights as stored; quantized ones dequantized exactly to BF16 except for
+// rounding below their own quantization step). Fewer tokens, F32/F16 weights
+// or a BF16 width not a multiple of 32 keep the f32-activation kernels.
+// amx_active() says whether AMX is in use now.
+void set_amx_enabled(bool enabled);
+bool amx_active();
 
 // ---- normalization (norm.cpp) -------------------------------------------------
 // y = x / sqrt(mean(x^2) + eps) * w, per row of d. y may alias x.

@@ -26,7 +26,8 @@ void Session::copy_from(const Session& other) {
   cache_ = other.cache_;
 }
 
-Transformer::Transformer(ModelConfig cfg, ModelWeights weights) : cfg_(std::move(cfg)), w_(std::move(weights)) {}
+Transformer::Transformer(ModelConfig cfg, ModelWeights weights, bool bf16_activations)
+    : cfg_(std::move(cfg)), w_(std::move(weights)), bf16_activations_(bf16_activations) {}
 
 namespace {
 
@@ -165,7 +166,7 @@ void Transformer::run_pass(const std::vector<StepSegment>& segs, const std::vect
     LinearOutput outs[3];
     int n = 0;
     for (const Proj& j : projs) outs[n++] = {j.y, j.lin.w, j.lin.bias_ptr(), j.accumulate};
-    linear_forward_many(outs, n, in, R, pool);
+    linear_forward_many(outs, n, in, R, pool, bf16_activations_);
     for (const Proj& j : projs) {
       const LoraFactors* f = adapter ? adapter->factors(layer, j.p) : nullptr;
       if (!f) continue;
@@ -210,7 +211,7 @@ void Transformer::run_pass(const std::vector<StepSegment>& segs, const std::vect
   if (opts.logits == LogitsMode::All) {
     for (size_t p = 0; p < pieces.size(); ++p) {
       float* dst = out[pieces[p].segment].logits.data() + pieces[p].row0_in_segment * c.vocab;
-      linear_forward(dst, xn.data() + row0[p] * d, w_.lm_head, nullptr, pieces[p].n, pool);
+      linear_forward(dst, xn.data() + row0[p] * d, w_.lm_head, nullptr, pieces[p].n, pool, false, bf16_activations_);
     }
   } else if (opts.logits == LogitsMode::Last) {
     // Gather the final row of every segment that ends in this pass, so a batched
@@ -224,7 +225,8 @@ void Transformer::run_pass(const std::vector<StepSegment>& segs, const std::vect
       std::memcpy(&last[e * size_t(d)], xn.data() + (row0[p] + pieces[p].n - 1) * d, size_t(d) * sizeof(float));
     }
     if (!ending.empty()) {
-      linear_forward(logits.data(), last.data(), w_.lm_head, nullptr, int64_t(ending.size()), pool);
+      linear_forward(logits.data(), last.data(), w_.lm_head, nullptr, int64_t(ending.size()), pool, false,
+                     bf16_activations_);
       for (size_t e = 0; e < ending.size(); ++e)
         std::memcpy(out[pieces[ending[e]].segment].logits.data(), &logits[e * size_t(c.vocab)],
                     size_t(c.vocab) * sizeof(float));

@@ -65,8 +65,11 @@ struct SegmentOutput {
 
 class Transformer {
  public:
-  Transformer(ModelConfig cfg, ModelWeights weights);
+  // bf16_activations: BF16 weight matrices multiply BF16-rounded activations
+  // (linear_forward in ops.h: AMX tiles, batch invariant) instead of f32 ones.
+  Transformer(ModelConfig cfg, ModelWeights weights, bool bf16_activations = false);
   const ModelConfig& config() const { return cfg_; }
+  bool bf16_activations() const { return bf16_activations_; }
   const ModelWeights& weights() const { return w_; }
 
   // Validates everything first (token ids, capture indices, distinct idle
@@ -88,6 +91,7 @@ class Transformer {
 
   ModelConfig cfg_;
   ModelWeights w_;
+  bool bf16_activations_;
   std::shared_ptr<const LoraAdapter> adapter_;  // accessed with std::atomic_load/store
 };
 

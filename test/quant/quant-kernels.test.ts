@@ -24,7 +24,7 @@ interface QuantOps {
   ): Float32Array;
   cpuInfo(): { best: string; active: string };
   quantInfo(): { avx512vnni: boolean; amx: boolean };
-  setQuantAmx(enabled: boolean): void;
+  setAmx(enabled: boolean): void;
   setIsa(isa: string): void;
 }
 const ops = (native() as unknown as { testing: QuantOps }).testing;
@@ -192,13 +192,13 @@ for (const f of FORMATS) {
       const refBf16 = T >= PREFILL_TOKENS ? reference(x.map(roundBf16), w.map(roundBf16), T, rows, cols, bias) : refExact;
       forEachIsa((isa) => {
         for (const amx of isa === "avx512" && T >= PREFILL_TOKENS && AMX ? [false, true] : [false]) {
-          ops.setQuantAmx(amx);
+          ops.setAmx(amx);
           const ref = isa === "scalar" ? refExact : amx ? refBf16 : refF16;
           const y = ops.linearQ(x, T, bytes, f, rows, cols, bias, null);
           for (let i = 0; i < y.length; i++)
             assert.ok(Math.abs(y[i] - ref[i]) <= 2e-5 * scale, `${isa}${amx ? "+amx" : ""} ${f} T=${T} rows=${rows}: ${y[i]} vs ${ref[i]} at ${i}`);
         }
-        ops.setQuantAmx(AMX);
+        ops.setAmx(AMX);
         const ref = isa === "scalar" ? refExact : isa === "avx512" && AMX ? refBf16 : refF16;
         const base = randomF32(T * rows, rand);
         const acc = ops.linearQ(x, T, bytes, f, rows, cols, null, base.slice());
@@ -231,9 +231,9 @@ for (const f of FORMATS) {
 test("the AVX-512 kernels are the VNNI ones where the CPU has VNNI, AMX where it has AMX (reported, not assumed)", () => {
   assert.type(ops.quantInfo().avx512vnni, "boolean");
   assert.type(AMX, "boolean");
-  ops.setQuantAmx(false);
+  ops.setAmx(false);
   assert.is(ops.quantInfo().amx, false);
-  ops.setQuantAmx(true);
+  ops.setAmx(true);
   assert.is(ops.quantInfo().amx, AMX);
 });
 

@@ -31,9 +31,9 @@ std::atomic<bool>& amx_allowed() {
 
 }  // namespace
 
-void set_quant_amx(bool enabled) { amx_allowed().store(enabled); }
+void set_amx_enabled(bool enabled) { amx_allowed().store(enabled); }
 
-bool quant_amx_active() {
+bool amx_active() {
 #if defined(DG_X86)
   return amx_allowed().load() && active_isa() == Isa::Avx512 && detail::amx_usable();
 #else
@@ -69,7 +69,8 @@ void linear_rows_scalar(const LinearJob& jb, int64_t r0, int64_t r1) {
 
 }  // namespace detail
 
-void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, int64_t T, ThreadPool& pool) {
+void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, int64_t T, ThreadPool& pool,
+                         bool bf16_activations) {
   if (T < 0) throw Error("ERR_ARGUMENT", "linear_forward: negative token count");
   if (T == 0 || n_outs <= 0) return;
   const int64_t cols = outs[0].w.cols;
@@ -92,16 +93,17 @@ void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, i
   // height); group g of the concatenation belongs to the output whose first
   // group is the largest first[i] <= g.
 #if defined(DG_X86)
-  const bool amx = T >= detail::kQuantPrefillTokens && quant_amx_active();
-  if (amx) rows_q_fn = detail::linear_rows_q_amx;
+  const bool amx_on = amx_active();
+  const bool amx = T >= detail::kAmxTokens && amx_on;
+  if (amx) rows_q_fn = detail::linear_rows_amx;
 #else
-  const bool amx = false;
+  const bool amx_on = false, amx = false;
 #endif
   std::vector<detail::LinearJob> jobs;
   std::vector<RowsFn> fns;
   std::vector<int64_t> first;
   int64_t groups = 0, bytes = 0;
-  bool quantized = false;
+  bool quantized = false, any_bf16 = false;
   for (int i = 0; i < n_outs; ++i) {
     const LinearOutput& o = outs[i];
     if (o.w.rows < 0 || o.w.cols != cols) throw Error("ERR_ARGUMENT", "linear_forward_many: matrices must share their input width");
@@ -111,8 +113,10 @@ void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, i
       throw Error("ERR_ARGUMENT", std::string("linear_forward: ") + std::to_string(cols) + " columns are not whole " +
                                       dtype_name(o.w.dtype) + " blocks of " + std::to_string(dtype_block_elems(o.w.dtype)));
     quantized = quantized || q;
-    jobs.push_back({o.y, x, o.w.data, o.w.dtype, o.w.rows, o.w.cols, o.bias, T, o.accumulate});
-    fns.push_back(q ? rows_q_fn : rows_fn);
+    const bool bf16 = bf16_activations && o.w.dtype == DType::BF16 && cols % 32 == 0;
+    any_bf16 = any_bf16 || bf16;
+    jobs.push_back({o.y, bf16 && !amx_on ? nullptr : x, o.w.data, o.w.dtype, o.w.rows, o.w.cols, o.bias, T, o.accumulate});
+    fns.push_back(q ? rows_q_fn : bf16 && amx_on ? detail::linear_rows_bf16_amx : rows_fn);
     first.push_back(groups);
     groups += (o.w.rows + 3) / 4;
     bytes += o.w.rows * dtype_row_bytes(o.w.dtype, cols);
@@ -123,7 +127,27 @@ void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, i
   thread_local std::vector<float> xd, xds;
   thread_local std::vector<int32_t> xs;
   detail::QuantActs qx{};
-  // The SIMD kernels take f32 activations from kQuantPrefillTokens tokens on.
+  // BF16 activations for BF16 weights: pair tiles for AMX; without AMX, x
+  // rounded to BF16 (and widened back) for the f32 kernels, the same values.
+  thread_local std::vector<unsigned> xp;
+  thread_local std::vector<float> xr;
+  if (any_bf16) {
+    if (amx_on) {
+      const int64_t Tp = (T + 15) / 16 * 16;
+      xp.resize(size_t(Tp * cols / 2));
+      unsigned* out = xp.data();  // a plain pointer: see below
+      pool.parallel_for(Tp, [&](int64_t t0, int64_t t1) { detail::activations_to_bf16_pairs(x, T, cols, t0, t1, out); },
+                        std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(cols, 1)));
+      for (auto& jb : jobs) jb.xpairs = out;
+    } else {
+      xr.resize(size_t(T * cols));
+      for (int64_t i = 0; i < T * cols; ++i) xr[size_t(i)] = bf16_to_f32(f32_to_bf16(x[i]));
+      for (auto& jb : jobs)
+        if (!jb.x) jb.x = xr.data();
+    }
+  }
+  // The SIMD kernels take f32 activations from kQuantPrefillTokens tokens on;
+  // AMX takes them in BF16.
   thread_local std::vector<unsigned short> xb;
   if (quantized && amx) {
     const int64_t Tp = (T + 31) / 32 * 32;
@@ -177,10 +201,10 @@ static void linear_dx_strips_scalar(const detail::LinearDxJob& jb, int64_t s0, i
 }
 
 void linear_forward(float* y, const float* x, const Matrix& w, const float* bias, int64_t T, ThreadPool& pool,
-                    bool accumulate) {
+                    bool accumulate, bool bf16_activations) {
   if (w.rows < 0 || w.cols < 0) throw Error("ERR_ARGUMENT", "linear_forward: negative dimension");
   const LinearOutput out{y, w, bias, accumulate};
-  linear_forward_many(&out, 1, x, T, pool);
+  linear_forward_many(&out, 1, x, T, pool, bf16_activations);
 }
 
 }  // namespace dg

@@ -32,7 +32,8 @@ struct LinearJob {
   int64_t T;
   bool accumulate;
   const QuantActs* qx = nullptr;  // set when dtype is block-quantized
-  const unsigned short* xbf16 = nullptr;  // AMX prefill: x in BF16, rows padded with zeros to a multiple of 32
+  const unsigned short* xbf16 = nullptr;  // AMX, quantized: x in BF16, rows padded with zeros to a multiple of 32
+  const unsigned* xpairs = nullptr;       // AMX, BF16 weights: x in BF16 pair tiles (activations_to_bf16_pairs)
 };
 
 // Computes output rows [r0, r1) for every token; r0 is a multiple of 4.
@@ -50,12 +51,18 @@ void linear_rows_q_scalar(const LinearJob& job, int64_t r0, int64_t r1);
 void linear_rows_q_avx2(const LinearJob& job, int64_t r0, int64_t r1);
 void linear_rows_q_avx512vnni(const LinearJob& job, int64_t r0, int64_t r1);
 
-// AMX (matmul_q_amx.cpp), for prefill on block-quantized weights: whether the
-// CPU and OS allow AMX-BF16 tiles (asks Linux for the tile state once), x rows
-// [t0, t1) to BF16 (rows >= T zero), and the kernel (needs jb.xbf16).
+// AMX (matmul_amx.cpp), for kAmxTokens+ tokens on block-quantized weights: whether the CPU and OS allow AMX-BF16 tiles
+// (asks Linux for the tile state once), x rows [t0, t1) to BF16 (rows >= T
+// zero), and the kernel (needs jb.xbf16).
+constexpr int64_t kAmxTokens = 16;
 bool amx_usable();
 void activations_to_bf16(const float* x, int64_t T, int64_t K, int64_t t0, int64_t t1, unsigned short* out);
-void linear_rows_q_amx(const LinearJob& job, int64_t r0, int64_t r1);
+void linear_rows_amx(const LinearJob& job, int64_t r0, int64_t r1);
+// BF16 weights (cols a multiple of 32), any T: x rows [t0, t1) of the padded
+// ceil(T / 16) * 16 into pair tiles (16 K-pairs x 16 tokens per tile, token
+// tile-major, then column block), and the kernel (needs jb.xpairs).
+void activations_to_bf16_pairs(const float* x, int64_t T, int64_t K, int64_t t0, int64_t t1, unsigned* out);
+void linear_rows_bf16_amx(const LinearJob& job, int64_t r0, int64_t r1);
 
 // A per-thread f32 buffer of at least n floats (reused between calls), so ISA
 // files need no std::vector of their own.

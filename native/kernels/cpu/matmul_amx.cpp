@@ -1,11 +1,13 @@
-// Prefill on block-quantized weights with AMX (Intel Advanced Matrix
-// Extensions; compiled with -mamx-tile -mamx-bf16 and AVX-512 flags): each
-// L2-sized block of weight rows is dequantized once into BF16 tiles in the
-// "VNNI" pair layout tdpbf16ps expects, the activations are rounded to BF16
-// once per call (jb.xbf16, zero-padded to 32 rows), and 2 x 2 tiles of 16
-// tokens x 16 rows accumulate in f32 over K in steps of 32. One tdpbf16ps is
-// 16 x 16 x 32 multiply-adds, ~16x a 512-bit FMA. Weights and activations are
-// rounded to BF16 (8-bit significand, 2^-9 relative), which is below the
+// Linear layers of 16+ tokens on BF16 and block-quantized weights with AMX
+// (Intel Advanced Matrix Extensions; compiled with -mamx-tile -mamx-bf16 and
+// AVX-512 flags): each L2-sized block of weight rows is packed once (BF16
+// copied, quantized dequantized) into BF16 tiles in the "VNNI" pair layout
+// tdpbf16ps expects, the activations are rounded to BF16 once per call
+// (jb.xbf16, zero-padded to 32 rows), and 2 x 2 tiles of 16 tokens x 16 rows
+// accumulate in f32 over K in steps of 32. One tdpbf16ps is 16 x 16 x 32
+// multiply-adds, ~16x a 512-bit FMA. BF16 weights are used as stored; the
+// activations are rounded to BF16 (8-bit significand, 2^-9 relative), as a
+// BF16 model computes in PyTorch; for quantized weights that is below the
 // quantization step of every format (Q8_0: max|w| / 254 per block).
 //
 // Uses only intrinsics and plain code inside an anonymous namespace, except the
@@ -89,7 +91,10 @@ inline void block_f32(DType t, const char* row, int64_t b, __m512* lo, __m512* h
 void pack_rows(const LinearJob& jb, int64_t b0, int64_t n, int64_t nr, unsigned* tiles) {
   const int64_t K = jb.cols, nkb = K / 32;
   // Row bytes (dtype_row_bytes is an inline helper: not to be instantiated here).
-  const int64_t ldw = jb.dtype == DType::Q8_0 ? nkb * 34 : jb.dtype == DType::Q4_0 ? nkb * 18 : K / 256 * 144;
+  const int64_t ldw = jb.dtype == DType::BF16 ? K * 2
+                      : jb.dtype == DType::Q8_0 ? nkb * 34
+                      : jb.dtype == DType::Q4_0 ? nkb * 18
+                                                : K / 256 * 144;
   const char* w = static_cast<const char*>(jb.w);
   for (int64_t i = 0; i < nr; ++i) {
     unsigned* tile_row = tiles + (i / 16) * nkb * 256 + (i % 16);
@@ -99,6 +104,15 @@ void pack_rows(const LinearJob& jb, int64_t b0, int64_t n, int64_t nr, unsigned*
       continue;
     }
     const char* row = w + (b0 + i) * ldw;
+    if (jb.dtype == DType::BF16) {  // already BF16 pairs: 32 weights are 16 pairs
+      for (int64_t kb = 0; kb < nkb; ++kb) {
+        alignas(64) unsigned pairs[16];
+        _mm512_store_si512(pairs, _mm512_loadu_si512(row + kb * 64));
+        unsigned* dst = tile_row + kb * 256;
+        for (int p = 0; p < 16; ++p) dst[p * 16] = pairs[p];
+      }
+      continue;
+    }
     for (int64_t kb = 0; kb < nkb; ++kb) {
       __m512 lo, hi;
       block_f32(jb.dtype, row, kb, &lo, &hi);
@@ -158,7 +172,131 @@ void activations_to_bf16(const float* x, int64_t T, int64_t K, int64_t t0, int64
   }
 }
 
-void linear_rows_q_amx(const LinearJob& jb, int64_t r0, int64_t r1) {
+// ---- BF16 weights, any token count -----------------------------------------
+// Here the weights are the A operand, read straight from their storage (a
+// tile is 16 rows x 32 columns, row stride = the row's bytes), and the
+// activations are the B operand, in pairs (jb.xpairs): for token tile tt and
+// column block kb, 16 K-pairs x 16 tokens. C tiles are 16 rows x 16 tokens.
+// Nothing is packed per call but the activations, so a single token streams
+// the weights once, and each row's result does not depend on how many tokens
+// share the call (every output is the same tile arithmetic in the same order).
+
+void activations_to_bf16_pairs(const float* x, int64_t T, int64_t K, int64_t t0, int64_t t1, unsigned* out) {
+  const int64_t nkb = K / 32;
+  for (int64_t t = t0; t < t1; ++t) {
+    unsigned* col = out + (t / 16) * nkb * 256 + (t % 16);
+    for (int64_t kb = 0; kb < nkb; ++kb) {
+      alignas(64) unsigned pairs[16];
+      if (t < T) {
+        const float* r = x + t * K + kb * 32;
+        _mm512_store_si512(pairs, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(r + 16), _mm512_loadu_ps(r)));
+      } else {
+        _mm512_store_si512(pairs, _mm512_setzero_si512());
+      }
+      for (int p = 0; p < 16; ++p) col[kb * 256 + p * 16] = pairs[p];
+    }
+  }
+}
+
+namespace {
+
+// Adds a 16 x 16 f32 result tile (rows x tokens) into y: rows [e0, e1) of the
+// tile's rows starting at r, tokens from t0 (< T).
+void emit_rows(const LinearJob& jb, const float* c, int64_t r, int64_t e0, int64_t e1, int64_t t0) {
+  for (int64_t row = e0; row < e1; ++row) {
+    const float* src = c + (row - r) * 16;
+    const float b = jb.bias ? jb.bias[row] : 0.f;
+    for (int j = 0; j < 16 && t0 + j < jb.T; ++j) {
+      float& y = jb.y[(t0 + j) * jb.rows + row];
+      y = jb.accumulate ? y + (src[j] + b) : src[j] + b;
+    }
+  }
+}
+
+// Rows ra, rb (16 each; rb used when TwoRows) x token tiles tt, tt + 1 (the
+// second when TwoTok), accumulated over every 32-column block.
+// `next` (or nullptr): the next 32 rows' bytes, fetched into L2 a slice per
+// column block while these are multiplied (the tiles read 16 rows at a
+// stride, which the hardware prefetchers do not follow well).
+template <bool TwoRows, bool TwoTok>
+void bf16_block(const char* w, int64_t ldw, const unsigned* xp, int64_t nkb, int64_t ra, int64_t rb, int64_t tt,
+                const char* next, const char* next_end, float (*c)[256]) {
+  _tile_zero(0);
+  if (TwoTok) _tile_zero(1);
+  if (TwoRows) _tile_zero(2);
+  if (TwoRows && TwoTok) _tile_zero(3);
+  const char* wa = w + ra * ldw;
+  const char* wb = w + rb * ldw;
+  const unsigned* x0 = xp + tt * nkb * 256;
+  const unsigned* x1 = x0 + nkb * 256;
+  const int64_t slice = ldw;  // 32 rows * ldw bytes over nkb = ldw / 64 blocks: ldw bytes per block
+  for (int64_t kb = 0; kb < nkb; ++kb) {
+    if (next)
+      for (const char* p = next + kb * slice; p < next + (kb + 1) * slice && p < next_end; p += 64)
+        _mm_prefetch(p, _MM_HINT_T1);
+    _tile_loadd(4, wa + kb * 64, ldw);
+    _tile_loadd(6, x0 + kb * 256, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    if (TwoTok) {
+      _tile_loadd(7, x1 + kb * 256, 64);
+      _tile_dpbf16ps(1, 4, 7);
+    }
+    if (TwoRows) {
+      _tile_loadd(5, wb + kb * 64, ldw);
+      _tile_dpbf16ps(2, 5, 6);
+      if (TwoTok) _tile_dpbf16ps(3, 5, 7);
+    }
+  }
+  _tile_stored(0, c[0], 64);
+  if (TwoTok) _tile_stored(1, c[1], 64);
+  if (TwoRows) _tile_stored(2, c[2], 64);
+  if (TwoRows && TwoTok) _tile_stored(3, c[3], 64);
+}
+
+}  // namespace
+
+void linear_rows_bf16_amx(const LinearJob& jb, int64_t r0, int64_t r1) {
+  const int64_t K = jb.cols, nkb = K / 32, ntt = (jb.T + 15) / 16;
+  int64_t ldw = K * 2;
+  const char* w = static_cast<const char*>(jb.w);
+  int64_t rows = jb.rows;
+  if (rows < 16) {  // fewer rows than a tile: a zero-padded copy
+    char* pad = reinterpret_cast<char*>(thread_scratch(16 * K / 2));
+    __builtin_memset(pad, 0, size_t(16 * ldw));
+    __builtin_memcpy(pad, w, size_t(rows * ldw));
+    w = pad;
+    rows = 16;
+  }
+  alignas(64) float c[4][256];
+  load_tile_config();
+  for (int64_t r = r0; r < r1; r += 32) {
+    // A tile that would run past the last row starts earlier instead; its
+    // rows before r belong to the previous tile and are not written again.
+    const int64_t ra = r < rows - 16 ? r : rows - 16;
+    const bool two_rows = r + 16 < r1;
+    const int64_t rb = two_rows ? (r + 16 < rows - 16 ? r + 16 : rows - 16) : ra;
+    const char* next_end = w + (r1 < rows ? r1 : rows) * ldw;
+    for (int64_t tt = 0; tt < ntt; tt += 2) {
+      const bool two_tok = tt + 1 < ntt;
+      const char* next = tt == 0 && r + 32 < r1 ? w + (r + 32) * ldw : nullptr;
+      if (two_rows && two_tok) bf16_block<true, true>(w, ldw, jb.xpairs, nkb, ra, rb, tt, next, next_end, c);
+      else if (two_rows) bf16_block<true, false>(w, ldw, jb.xpairs, nkb, ra, rb, tt, next, next_end, c);
+      else if (two_tok) bf16_block<false, true>(w, ldw, jb.xpairs, nkb, ra, rb, tt, next, next_end, c);
+      else bf16_block<false, false>(w, ldw, jb.xpairs, nkb, ra, rb, tt, next, next_end, c);
+      const int64_t end_a = ra + 16 < r1 ? ra + 16 : r1;
+      emit_rows(jb, c[0], ra, r, end_a, tt * 16);
+      if (two_tok) emit_rows(jb, c[1], ra, r, end_a, tt * 16 + 16);
+      if (two_rows) {
+        const int64_t end_b = rb + 16 < r1 ? rb + 16 : r1;
+        emit_rows(jb, c[2], rb, r + 16, end_b, tt * 16);
+        if (two_tok) emit_rows(jb, c[3], rb, r + 16, end_b, tt * 16 + 16);
+      }
+    }
+  }
+  _tile_release();
+}
+
+void linear_rows_amx(const LinearJob& jb, int64_t r0, int64_t r1) {
   const int64_t K = jb.cols, nkb = K / 32, ldx = K * 2;
   const int64_t Tp = (jb.T + 31) / 32 * 32;
   // ~512 KiB of packed BF16 weights per block (L2), a multiple of 32 rows.
