@@ -1,5 +1,6 @@
 export { Model, type LoadOptions, type ModelInfo, type ForwardOptions, type ForwardResult } from "./model/model.js";
 export { QUANT_FORMATS, type QuantFormat } from "./model/model.js";
+export { DEFAULT_MODEL_DIR, DEFAULT_GUARD_DIR } from "./model/default-model.js";
 export { ModelSession, type EvalOptions, type EvalResult, type HiddenStateSelection } from "./model/session.js";
 export { Tokenizer, type EncodeOptions, type DecodeOptions } from "./model/tokenizer.js";
 export {
@@ -77,7 +78,7 @@ export {
   type GuardScore,
   type ForwardTrainResult,
 } from "./guard/guard.js";
-export { type GuardFitOptions, type GuardFitResult, type GuardStepInfo, type GuardEpochInfo, type GuardValidation } from "./guard/fit.js";
+export { type GuardFitOptions, type GuardFitResult, type GuardStepInfo, type GuardEpochInfo, type GuardValidation, evaluateGuard } from "./guard/fit.js";
 export { type ModelIdentity } from "./guard/identity.js";
 export { Sampler, sampleToken } from "./generate/sampler.js";
 export { type StepHook, type StepState, type StepDecision } from "./serve/hook.js";

@@ -1,5 +1,5 @@
 /**
- * deepguard eval <model-dir> --scenarios DIR [--tests DIR] [--samples N] [--temperature T] [--top-p P]
+ * deepguard eval [<model-dir>] --scenarios DIR [--tests DIR] [--samples N] [--temperature T] [--top-p P]
  *   [--max-tokens N] [--seed S] [--batch N] [--concurrency N] [--out DIR] [--cwe LIST] [--scenario ID]... [--no-functional]
  *   [--adapter DIR] [--guard DIR] [--interval N] [--json]
  * deepguard eval report <run> [<run>...] [--out FILE.md] [--svg FILE.svg]
@@ -15,9 +15,10 @@ import { Guard } from "../guard/guard.js";
 import { renderChart, renderMarkdown } from "../eval/report.js";
 import { loadScenarios } from "../eval/scenarios.js";
 import { Model } from "../model/model.js";
+import { splitModelDir } from "./args.js";
 import { modelLoadOptions, QUANTIZE_FLAGS } from "./load-options.js";
 
-export const EVAL_USAGE = `  deepguard eval <model-dir> --scenarios DIR [--tests DIR] [--samples N] [--temperature T] [--top-p P]
+export const EVAL_USAGE = `  deepguard eval [<model-dir>] --scenarios DIR [--tests DIR] [--samples N] [--temperature T] [--top-p P]
       [--max-tokens N] [--seed S] [--batch N] [--concurrency N] [--out DIR] [--cwe cwe-089,...] [--scenario cwe-089/0-py]
       [--no-functional] [--adapter DIR] [--guard DIR] [--interval N] [--json]
   deepguard eval report <run-dir> [<run-dir>...] [--out FILE.md] [--svg FILE.svg]`;
@@ -66,7 +67,7 @@ export async function evalCommand(args: string[], usage: Usage): Promise<void> {
     allowPositionals: true,
   });
   const loadOptions = modelLoadOptions(values); // flags are checked before any file is read
-  if (positionals.length !== 1) throw usage("eval takes one model directory");
+  const { modelDir } = splitModelDir(positionals, 0, usage, "eval takes at most one model directory");
   if (!values.scenarios) throw usage("eval needs --scenarios DIR (the sec_eval layout)");
   if (values.interval !== undefined && values.guard === undefined) throw usage("--interval needs --guard (the guided generator)");
   const interval =
@@ -76,7 +77,7 @@ export async function evalCommand(args: string[], usage: Usage): Promise<void> {
     cwes: values.cwe ? values.cwe.split(",").map((s) => s.trim()).filter(Boolean) : undefined,
     ids: values.scenario,
   });
-  const model = await Model.load(positionals[0], loadOptions);
+  const model = await Model.load(modelDir, loadOptions);
   if (values.adapter) await model.loadAdapter(values.adapter);
   const abort = new AbortController();
   process.once("SIGINT", () => abort.abort());
@@ -102,7 +103,7 @@ export async function evalCommand(args: string[], usage: Usage): Promise<void> {
     process.stdout.write(JSON.stringify(res.summary, null, 2) + "\n");
     return;
   }
-  process.stdout.write(renderMarkdown([{ label: values.out ?? basename(positionals[0]), summary: res.summary }]));
+  process.stdout.write(renderMarkdown([{ label: values.out ?? basename(modelDir ?? "default"), summary: res.summary }]));
   if (values.out) process.stdout.write(`\nwrote ${join(values.out, "summary.json")}, report.md, chart.svg, samples.jsonl\n`);
 }
 

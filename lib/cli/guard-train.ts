@@ -1,5 +1,5 @@
 /**
- * deepguard guard train <model-dir> --data <path> --val <path> --out <dir>
+ * deepguard guard train [<model-dir>] --data <path> --val <path> --out <dir>
  *   [--layers a-b | a,b,...] [--aggregation attention|mean|last|weighted] [--epochs N] [--seed S]
  *   [--lr X] [--batch-size N] [--max-tokens N]
  *
@@ -13,10 +13,11 @@ import { Dataset } from "../data/dataset.js";
 import { DeepGuardError } from "../errors.js";
 import { AGGREGATIONS, Guard, type Aggregation } from "../guard/guard.js";
 import { Model } from "../model/model.js";
+import { splitModelDir } from "./args.js";
 import { modelLoadOptions, QUANTIZE_FLAGS } from "./load-options.js";
 
 export const GUARD_TRAIN_USAGE =
-  "deepguard guard train <model-dir> --data <path> --val <path> --out <dir> [--layers a-b] [--aggregation attention|mean|last|weighted] [--epochs N] [--seed S] [--lr X] [--batch-size N] [--max-tokens N]";
+  "deepguard guard train [<model-dir>] --data <path> --val <path> --out <dir> [--layers a-b] [--aggregation attention|mean|last|weighted] [--epochs N] [--seed S] [--lr X] [--batch-size N] [--max-tokens N]";
 
 const DEFAULT_MAX_TOKENS = 1024;
 
@@ -68,7 +69,7 @@ export async function guardCommand(args: string[]): Promise<void> {
     allowPositionals: true,
   });
   const loadOptions = modelLoadOptions(values); // flags are checked before any file is read
-  if (positionals.length !== 1) throw usage("guard train takes one model directory");
+  const { modelDir } = splitModelDir(positionals, 0, usage, "guard train takes at most one model directory");
   for (const need of ["data", "val", "out"] as const) if (values[need] === undefined) throw usage(`guard train needs --${need}`);
   const aggregation = (values.aggregation ?? "attention") as Aggregation;
   if (!AGGREGATIONS.includes(aggregation)) throw usage(`--aggregation must be one of ${AGGREGATIONS.join(", ")}, got "${values.aggregation}"`);
@@ -79,7 +80,7 @@ export async function guardCommand(args: string[]): Promise<void> {
   const batchSize = numberOption("batch-size", values["batch-size"], true, 1);
   const maxTokensOption = numberOption("max-tokens", values["max-tokens"], true, 1);
 
-  const model = await Model.load(positionals[0], loadOptions);
+  const model = await Model.load(modelDir, loadOptions);
   try {
     const maxTokens = maxTokensOption ?? Math.min(DEFAULT_MAX_TOKENS, model.config.maxPositionEmbeddings);
     const train = await Dataset.fromSven(values.data!, { maxTokens });

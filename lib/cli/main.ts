@@ -1,22 +1,8 @@
 #!/usr/bin/env node
 /**
- * deepguard CLI
- *   deepguard inspect <model-dir> [--json]
- *   deepguard forward <model-dir> (--ids 1,2,3 | --text "...") [--json] [--logits all|last|none]
- *   (every command that loads a model takes --quantize q8_0|q4_0|q4_k [--quant-cache])
- *     (without --json: each token and its top 5 next-token predictions)
- *   deepguard generate <model-dir> ("<prompt>" | --ids 1,2,3) [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
- *   deepguard train <model-dir> --data <sven-train> --out <dir> [...]   (lib/cli/train.ts)
- *   (forward and generate take --adapter <dir>: a PEFT LoRA adapter)
- *   deepguard tokenizer train --corpus <file-or-dir> --out <dir> [--vocab 8192]
- *   deepguard corpus build|pack ...
- *   deepguard pretrain <config.json> --data <packed> --out <dir> [...]   (lib/cli/pretrain.ts)
- *   deepguard probe <model-dir> --data <sven-path> --out <dir> [--folds 5] [--seed S] [--pooling mean|changed] [--max-tokens N] [--json]
- *   deepguard eval ... / deepguard eval report ... / deepguard check ... (lib/cli/eval.ts, lib/cli/check.ts)
- *   deepguard guard train <model-dir> --data <path> --val <path> --out <dir> [--layers a-b] [--aggregation ...] [--epochs N] [--seed S]
- *   deepguard scan <model-dir> --guard <dir> <file> [--html <out.html>] [--json]
- *   deepguard generate <model-dir> "<prompt>" --guard <dir> [--adapter <dir>] [--interval 64] [--strength 1] [--n 4]
- *   deepguard bench-k <model-dir> [--guard <dir>] [--k 1,2,...,inf] [--tokens 256] [--json] [--out <dir>]
+ * deepguard CLI: one file per command under lib/cli/ (inspect and forward live
+ * here). Every command that loads a model takes the model folder as its first,
+ * optional positional: without it, the default model shipped in models/default/.
  * A prompt may start with "-": anything that is not one of the command's flags is a positional.
  */
 import { parseArgs } from "node:util";
@@ -33,12 +19,14 @@ import { TRAIN_USAGE, trainCommand } from "./train.js";
 import { PRETRAIN_USAGE, pretrainCommand } from "./pretrain.js";
 import { GUARD_TRAIN_USAGE, guardCommand } from "./guard-train.js";
 import { SCAN_USAGE, scanCommand } from "./scan.js";
-import { BENCH_K_USAGE, GUIDED_USAGE, benchKCommand, guidedGenerateCommand, isGuidedGenerate } from "./guided.js";
+import { BENCH_K_USAGE, benchKCommand } from "./guided.js";
+import { GENERATE_USAGE, generateCommand } from "./generate.js";
+import { parseIds, positionalsLast, splitModelDir } from "./args.js";
 
 const USAGE = `usage:
-  deepguard inspect <model-dir> [--json]
-  deepguard forward <model-dir> (--ids 1,2,3 | --text "...") [--adapter <dir>] [--json] [--logits all|last|none]
-  deepguard generate <model-dir> ("<prompt>" | --ids 1,2,3) [--adapter <dir>] [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
+  deepguard inspect [<model-dir>] [--json]
+  deepguard forward [<model-dir>] (--ids 1,2,3 | --text "...") [--adapter <dir>] [--json] [--logits all|last|none]
+  ${GENERATE_USAGE}
   ${TOKENIZER_USAGE}
   ${CORPUS_USAGE}
   ${PROBE_USAGE}
@@ -48,59 +36,14 @@ ${CHECK_USAGE}
   ${SCAN_USAGE}
   ${TRAIN_USAGE}
   ${PRETRAIN_USAGE}
-  ${GUIDED_USAGE}
   ${BENCH_K_USAGE}
-${QUANTIZE_USAGE}`;
+${QUANTIZE_USAGE}
+a command given no <model-dir> uses the default model shipped in the package (models/default/)`;
 
 class UsageError extends DeepGuardError {
   constructor(message: string) {
     super("ERR_USAGE", `${message}\n${USAGE}`);
   }
-}
-
-/**
- * A number flag: plain decimal only (no hex, no "1e3" for integers, no empty
- * string), inside [min, max]; the error names the flag.
- */
-function numberOption(name: string, raw: string | undefined, integer: boolean, min: number, max = Infinity, minExclusive = false): number | undefined {
-  if (raw === undefined) return undefined;
-  const pattern = integer ? /^-?\d+$/ : /^-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/;
-  const n = Number(raw);
-  if (!pattern.test(raw.trim()) || !Number.isFinite(n) || (integer && !Number.isSafeInteger(n))) {
-    throw new UsageError(`--${name} must be ${integer ? "an integer" : "a number"}, got "${raw}"`);
-  }
-  if (n < min || n > max || (minExclusive && n === min)) {
-    const range = `${minExclusive ? "(" : "["}${min}, ${max === Infinity ? "∞)" : `${max}]`}`;
-    throw new UsageError(`--${name} must be in ${range}, got ${raw}`);
-  }
-  return n;
-}
-
-/**
- * Puts "--" before the first argument that is not one of `flags` (or a flag's
- * value), so positionals such as a prompt "-x" or "--help me" are not taken
- * for options. "--name=value" forms are recognised too.
- */
-function positionalsLast(args: string[], flags: Record<string, { type: "string" | "boolean" }>): string[] {
-  const options: string[] = [];
-  const positionals: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    if (a === "--") {
-      positionals.push(...args.slice(i + 1));
-      break;
-    }
-    const name = a.startsWith("--") ? a.slice(2).split("=")[0] : null;
-    const flag = name !== null ? flags[name] : undefined;
-    if (!flag) {
-      positionals.push(a);
-      continue;
-    }
-    // "--name=value", so a value may start with "-" (e.g. --temperature -1 is then named as out of range).
-    if (flag.type === "string" && !a.includes("=") && i + 1 < args.length) options.push(`${a}=${args[++i]}`);
-    else options.push(a);
-  }
-  return [...options, "--", ...positionals];
 }
 
 /** Indices of the k largest values, largest first (ties: lower index first), in one pass. */
@@ -117,18 +60,11 @@ export function topIndices(row: Float32Array, k: number): number[] {
   return best;
 }
 
-function parseIds(raw: string): number[] {
-  return raw.split(",").map((s, i) => {
-    const t = s.trim();
-    if (!/^\d+$/.test(t)) throw new UsageError(`--ids entry ${i} ("${s}") is not a non-negative integer`);
-    return Number(t);
-  });
-}
-
 async function inspect(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({ args, options: { json: { type: "boolean" }, ...QUANTIZE_FLAGS }, allowPositionals: true });
-  if (positionals.length !== 1) throw new UsageError("inspect takes one model directory");
-  const { info } = await Model.load(positionals[0], modelLoadOptions(values));
+  const usage = (m: string) => new UsageError(m);
+  const { modelDir } = splitModelDir(positionals, 0, usage, "inspect takes at most one model directory");
+  const { info } = await Model.load(modelDir, modelLoadOptions(values));
   if (values.json) {
     process.stdout.write(JSON.stringify(info, null, 2) + "\n");
     return;
@@ -160,12 +96,13 @@ function logitsOption(raw: string | undefined, fallback: "all" | "last" | "none"
 async function forward(args: string[]): Promise<void> {
   const flags = { ids: { type: "string" }, text: { type: "string" }, adapter: { type: "string" }, json: { type: "boolean" }, logits: { type: "string" }, ...QUANTIZE_FLAGS } as const;
   const { values, positionals } = parseArgs({ args: positionalsLast(args, flags), options: flags, allowPositionals: true });
-  if (positionals.length !== 1) throw new UsageError("forward takes one model directory");
-  if ((values.ids === undefined) === (values.text === undefined)) throw new UsageError("forward needs exactly one of --ids or --text");
+  const usage = (m: string) => new UsageError(m);
+  const { modelDir } = splitModelDir(positionals, 0, usage, "forward takes at most one model directory");
+  if ((values.ids === undefined) === (values.text === undefined)) throw usage("forward needs exactly one of --ids or --text");
   const logits = logitsOption(values.logits, "all");
-  const model = await Model.load(positionals[0], modelLoadOptions(values));
+  const model = await Model.load(modelDir, modelLoadOptions(values));
   if (values.adapter !== undefined) await model.loadAdapter(values.adapter);
-  const input = values.ids !== undefined ? parseIds(values.ids) : (values.text as string);
+  const input = values.ids !== undefined ? parseIds(usage, values.ids) : (values.text as string);
   if (values.json) {
     const out = await model.forward(input, { hiddenStates: "all", logits });
     await writeForwardJson(process.stdout, out, model.config.numLayers);
@@ -188,56 +125,12 @@ async function forward(args: string[]): Promise<void> {
   }
 }
 
-async function generate(args: string[]): Promise<void> {
-  const flags = {
-    ids: { type: "string" },
-    "max-tokens": { type: "string" },
-    temperature: { type: "string" },
-    "top-p": { type: "string" },
-    "top-k": { type: "string" },
-    seed: { type: "string" },
-    adapter: { type: "string" },
-    ...QUANTIZE_FLAGS,
-  } as const;
-  const { values, positionals } = parseArgs({ args: positionalsLast(args, flags), options: flags, allowPositionals: true });
-  const wanted = values.ids === undefined ? 2 : 1;
-  if (positionals.length !== wanted) {
-    throw new UsageError(values.ids === undefined ? "generate takes a model directory and a prompt (or --ids)" : "generate takes a model directory; --ids replaces the prompt");
-  }
-  const options = {
-    maxTokens: numberOption("max-tokens", values["max-tokens"], true, 1, 1_000_000),
-    temperature: numberOption("temperature", values.temperature, false, 0),
-    topP: numberOption("top-p", values["top-p"], false, 0, 1, true),
-    topK: numberOption("top-k", values["top-k"], true, 0, 2 ** 31 - 1),
-    seed: numberOption("seed", values.seed, true, 0, Number.MAX_SAFE_INTEGER),
-  };
-  const prompt = values.ids !== undefined ? parseIds(values.ids) : positionals[1];
-  const model = await Model.load(positionals[0], modelLoadOptions(values));
-  if (values.adapter !== undefined) await model.loadAdapter(values.adapter);
-  const abort = new AbortController();
-  process.once("SIGINT", () => abort.abort());
-  const stream = model.generate(prompt, { ...options, signal: abort.signal });
-  // Without a tokenizer, the new token ids are printed instead of text.
-  const asIds = model.tokenizer === null;
-  let first = true;
-  for await (const chunk of stream) {
-    if (!asIds) process.stdout.write(chunk.text);
-    else
-      for (const id of chunk.tokens) {
-        process.stdout.write(`${first ? "" : " "}${id}`);
-        first = false;
-      }
-  }
-  process.stdout.write("\n");
-}
-
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
     if (command === "inspect") await inspect(rest);
     else if (command === "forward") await forward(rest);
-    else if (command === "generate" && isGuidedGenerate(rest)) await guidedGenerateCommand(rest);
-    else if (command === "generate") await generate(rest);
+    else if (command === "generate") await generateCommand(rest, (m) => new UsageError(m));
     else if (command === "bench-k") await benchKCommand(rest);
     else if (command === "tokenizer") await tokenizerCommand(rest);
     else if (command === "corpus") await corpusCommand(rest);

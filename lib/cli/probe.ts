@@ -1,5 +1,5 @@
 /**
- * deepguard probe <model-dir> --data <sven-path> --out <dir> [--folds 5] [--seed S]
+ * deepguard probe [<model-dir>] --data <sven-path> --out <dir> [--folds 5] [--seed S]
  *                 [--pooling mean|changed] [--max-tokens N] [--json]
  *
  * Layer-wise linear probing (lib/guard/probe.ts). Progress goes to stderr; the
@@ -12,10 +12,11 @@ import { DeepGuardError } from "../errors.js";
 import { probeLayers, type ProbeProgress } from "../guard/probe.js";
 import { probeTable, writeProbeReport } from "../guard/probe-report.js";
 import { Model } from "../model/model.js";
+import { splitModelDir } from "./args.js";
 import { modelLoadOptions, QUANTIZE_FLAGS } from "./load-options.js";
 
 export const PROBE_USAGE =
-  "deepguard probe <model-dir> --data <sven-path> --out <dir> [--folds 5] [--seed S] [--pooling mean|changed] [--max-tokens N] [--json]";
+  "deepguard probe [<model-dir>] --data <sven-path> --out <dir> [--folds 5] [--seed S] [--pooling mean|changed] [--max-tokens N] [--json]";
 
 /** Functions longer than this are left out unless --max-tokens says otherwise (SVEN has a few of 10k+ tokens). */
 const DEFAULT_MAX_TOKENS = 1024;
@@ -47,7 +48,7 @@ export async function probeCommand(args: string[]): Promise<void> {
     allowPositionals: true,
   });
   const loadOptions = modelLoadOptions(values); // flags are checked before any file is read
-  if (positionals.length !== 1) throw usage("probe takes one model directory");
+  const { modelDir } = splitModelDir(positionals, 0, usage, "probe takes at most one model directory");
   if (values.data === undefined) throw usage("probe needs --data <sven-path>");
   if (values.out === undefined) throw usage("probe needs --out <dir>");
   const pooling = values.pooling ?? "mean";
@@ -56,7 +57,7 @@ export async function probeCommand(args: string[]): Promise<void> {
   const seed = integerOption("seed", values.seed, 0) ?? 0;
   const maxTokensOption = integerOption("max-tokens", values["max-tokens"], 1);
 
-  const model = await Model.load(positionals[0], loadOptions);
+  const model = await Model.load(modelDir, loadOptions);
   const maxTokens = maxTokensOption ?? Math.min(DEFAULT_MAX_TOKENS, model.config.maxPositionEmbeddings);
   const dataset = await Dataset.fromSven(values.data, { maxTokens });
   const abort = new AbortController();

@@ -1,5 +1,5 @@
 /**
- * deepguard scan <model-dir> --guard <dir> <file> [--html <out.html>] [--json]
+ * deepguard scan [<model-dir> --guard <dir>] <file> [--html <out.html>] [--json]
  *
  * Scores a source file with a trained guard: the sequence score (1 = secure-
  * looking, 0 = vulnerable-looking) and a per-line heat map (a line's score is the
@@ -14,9 +14,10 @@ import { DeepGuardError } from "../errors.js";
 import { Guard } from "../guard/guard.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { Model } from "../model/model.js";
+import { splitModelDir } from "./args.js";
 import { modelLoadOptions, QUANTIZE_FLAGS } from "./load-options.js";
 
-export const SCAN_USAGE = "deepguard scan <model-dir> --guard <dir> <file> [--html <out.html>] [--json]";
+export const SCAN_USAGE = "deepguard scan [<model-dir> --guard <dir>] <file> [--html <out.html>] [--json]";
 
 function usage(message: string): DeepGuardError {
   return new DeepGuardError("ERR_USAGE", `${message}\nusage: ${SCAN_USAGE}`);
@@ -124,9 +125,10 @@ export async function scanCommand(args: string[]): Promise<void> {
     allowPositionals: true,
   });
   const loadOptions = modelLoadOptions(values); // flags are checked before any file is read
-  if (positionals.length !== 2) throw usage("scan takes a model directory and a file");
-  if (values.guard === undefined) throw usage("scan needs --guard <dir>");
-  const [modelDir, file] = positionals;
+  const { modelDir, rest } = splitModelDir(positionals, 1, usage, "scan takes a file, after an optional model directory");
+  // The default model has its own guard; any other model needs one named.
+  if (values.guard === undefined && modelDir !== undefined) throw usage("scan needs --guard <dir> (or no model directory: the default model and its guard)");
+  const [file] = rest;
   let text: string;
   try {
     text = await readFile(file, "utf8");
@@ -135,7 +137,7 @@ export async function scanCommand(args: string[]): Promise<void> {
   }
   const model = await Model.load(modelDir, loadOptions);
   try {
-    const guard = await Guard.load(values.guard, model);
+    const guard = values.guard !== undefined ? await Guard.load(values.guard, model) : await Guard.loadDefault(model);
     const ids = model.tokenize(text);
     if (ids.length === 0) throw new DeepGuardError("ERR_ARGUMENT", `${file} has no tokens to score`);
     const scored = await guard.score(ids);

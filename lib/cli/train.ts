@@ -1,5 +1,5 @@
 /**
- * deepguard train <model-dir> --data <sven-train> --out <dir> [--val <sven-val>] [--layers auto|a-b|i,j,..]
+ * deepguard train [<model-dir>] --data <sven-train> --out <dir> [--val <sven-val>] [--layers auto|a-b|i,j,..]
  *   [--aggregation attention|mean|last|weighted] [--rank 16] [--alpha A] [--dropout P] [--targets q_proj,v_proj]
  *   [--lr 2e-4] [--warmup N] [--epochs N] [--max-steps N] [--batch-size N] [--grad-accum N] [--seed S]
  *   [--generation W] [--security W] [--kl W] [--margin M] [--changed-only] [--recompute]
@@ -19,10 +19,11 @@ import { DeepGuardError } from "../errors.js";
 import { AGGREGATIONS, type Aggregation } from "../guard/guard.js";
 import { LORA_TARGETS, type LoraTarget } from "../model/adapter.js";
 import { Model } from "../model/model.js";
+import { splitModelDir } from "./args.js";
 import { Trainer, type EvalEvent, type StepEvent, type TrainerOptions } from "../train/trainer.js";
 
 export const TRAIN_USAGE =
-  "deepguard train <model-dir> --data <sven-train> --out <dir> [--val <sven-val>] [--layers auto|a-b|i,j] [--aggregation attention|mean|last|weighted] " +
+  "deepguard train [<model-dir>] --data <sven-train> --out <dir> [--val <sven-val>] [--layers auto|a-b|i,j] [--aggregation attention|mean|last|weighted] " +
   "[--rank 16] [--alpha A] [--dropout P] [--targets q_proj,v_proj] [--lr 2e-4] [--warmup N] [--epochs N] [--max-steps N] [--batch-size N] " +
   "[--grad-accum N] [--seed S] [--generation W] [--security W] [--kl W] [--margin M] [--changed-only] [--recompute] [--eval-every N] " +
   "[--patience N] [--max-tokens N] [--resume] [--json]";
@@ -81,7 +82,7 @@ export async function trainCommand(args: string[]): Promise<void> {
     },
     allowPositionals: true,
   });
-  if (positionals.length !== 1) throw usage("train takes one model directory");
+  const { modelDir } = splitModelDir(positionals, 0, usage, "train takes at most one model directory");
   if (values.data === undefined) throw usage("train needs --data <sven-train>");
   if (values.out === undefined) throw usage("train needs --out <dir>");
   const aggregation = values.aggregation ?? "attention";
@@ -89,7 +90,7 @@ export async function trainCommand(args: string[]): Promise<void> {
   const targets = values.targets?.split(",").map((t) => t.trim());
   for (const t of targets ?? []) if (!(LORA_TARGETS as readonly string[]).includes(t)) throw usage(`--targets: "${t}" is not one of ${LORA_TARGETS.join(", ")}`);
 
-  const model = await Model.load(positionals[0]);
+  const model = await Model.load(modelDir);
   const maxTokens = num("max-tokens", values["max-tokens"], true) ?? Math.min(1024, model.config.maxPositionEmbeddings);
   const train = await Dataset.fromSven(values.data, { maxTokens });
   const val = values.val !== undefined ? await Dataset.fromSven(values.val, { maxTokens }) : undefined;

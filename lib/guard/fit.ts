@@ -120,19 +120,19 @@ const bce = (s: number, label: 0 | 1) => -Math.log(Math.max(BCE_EPS, label ? s :
 /** d BCE / d s, with the same clamp as bce(). */
 const dbce = (s: number, label: 0 | 1) => (label ? -1 / Math.max(BCE_EPS, s) : 1 / Math.max(BCE_EPS, 1 - s));
 
-/** Hidden states of guard.layers for one token sequence, from one base forward (adapter off). */
-async function captureHidden(model: Model, layers: readonly number[], ids: Int32Array): Promise<Float32Array[]> {
-  const out = await model.forward(ids, { logits: "none", hiddenStates: [...layers], adapter: false });
+/** Hidden states of guard.layers for one token sequence, from one forward (the base model unless `adapter`). */
+async function captureHidden(model: Model, layers: readonly number[], ids: Int32Array, adapter: boolean): Promise<Float32Array[]> {
+  const out = await model.forward(ids, { logits: "none", hiddenStates: [...layers], adapter });
   return layers.map((l) => out.hiddenStates.get(l)!.data);
 }
 
 class HiddenSource {
   readonly #cache = new Map<Int32Array, Promise<Float32Array[]>>();
-  constructor(readonly model: Model, readonly layers: readonly number[], readonly keep: boolean) {}
+  constructor(readonly model: Model, readonly layers: readonly number[], readonly keep: boolean, readonly adapter = false) {}
   async item(ids: Int32Array): Promise<HiddenBatchItem> {
     let p = this.#cache.get(ids);
     if (!p) {
-      p = captureHidden(this.model, this.layers, ids);
+      p = captureHidden(this.model, this.layers, ids, this.adapter);
       if (this.keep) this.#cache.set(ids, p);
     }
     return { ids, hidden: await p };
@@ -164,6 +164,31 @@ async function validateGuard(guard: Guard, source: HiddenSource, pairs: readonly
   }
   const n = Math.max(1, pairs.length);
   return { pairs: pairs.length, marginLoss: marginLoss / n, bce: bceSum / n, pairAccuracy: correct / n, meanSecure: sumS / n, meanVulnerable: sumV / n };
+}
+
+const evaluateSchema = z
+  .object({
+    margin: z.number().min(0).finite().default(0.5),
+    batchSize: z.number().int().min(1).max(4096).default(8),
+    adapter: z.boolean().default(false),
+  })
+  .strict();
+
+/**
+ * The guard on a dataset's pairs: pair accuracy (s(secure) > s(vulnerable)),
+ * mean scores and the margin loss. Hidden states come from the base model, or
+ * with the model's adapter (`adapter: true`), as a guard trained with it
+ * (Trainer) sees them while guiding.
+ */
+export async function evaluateGuard(
+  guard: Guard,
+  data: Dataset,
+  options: { margin?: number; batchSize?: number; adapter?: boolean } = {},
+): Promise<GuardValidation> {
+  const o = parseOptions(evaluateSchema, options, "Guard.evaluate");
+  const pairs = (await data.pairs(guard.model)).filter(usable);
+  if (pairs.length === 0) throw new DeepGuardError("ERR_DATASET_EMPTY", "Guard.evaluate: the dataset has no usable pairs");
+  return validateGuard(guard, new HiddenSource(guard.model, guard.layers, false, o.adapter), pairs, o.margin, o.batchSize);
 }
 
 export async function fitGuard(guard: Guard, train: Dataset, options: GuardFitOptions = {}): Promise<GuardFitResult> {

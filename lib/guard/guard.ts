@@ -10,9 +10,10 @@
  */
 import { z } from "zod";
 import { DeepGuardError, wrapNativeError } from "../errors.js";
+import { DEFAULT_GUARD_DIR, requireDefaultFolder } from "../model/default-model.js";
 import type { Dataset } from "../data/dataset.js";
 import type { Model } from "../model/model.js";
-import type { GuardFitOptions, GuardFitResult } from "./fit.js";
+import type { GuardFitOptions, GuardFitResult, GuardValidation } from "./fit.js";
 import { toTokenArray } from "../model/session.js";
 import { native } from "../native.js";
 import type { NativeGuardSpec, NativeGuardTape } from "../native-types.js";
@@ -65,6 +66,7 @@ const createSchema = z
   })
   .strict();
 const trainOptionsSchema = z.object({ train: z.boolean(), seed: seedSchema }).strict();
+const loadDefaultSchema = z.object({ adapter: z.boolean().default(true) }).strict();
 
 /** The shape of every parameter, by guard.safetensors name, for a model of hidden size d. */
 export function parameterShapes(hiddenSize: number, layers: number, vocabSize: number, aggregation: Aggregation): Record<string, number[]> {
@@ -196,6 +198,20 @@ export class Guard {
     return new Guard(model, await loadGuardFiles(dir, model));
   }
 
+  /**
+   * The default model's trained guard (models/default/guard/), checked against
+   * `model` (ERR_GUARD_MISMATCH for any other base model). Unless
+   * `{ adapter: false }`, also attaches the LoRA adapter trained with it, so
+   * that `new Generator(model, guard)` decodes as DeepGuard does.
+   */
+  static async loadDefault(model: Model, options?: { adapter?: boolean }): Promise<Guard> {
+    const { adapter } = parseOptions(loadDefaultSchema, options, "Guard.loadDefault");
+    const dir = await requireDefaultFolder(DEFAULT_GUARD_DIR, "guard.json");
+    const guard = await Guard.load(dir, model);
+    if (adapter) await model.loadAdapter(dir);
+    return guard;
+  }
+
   /** Writes guard.json and guard.safetensors into `dir` (created if needed), each atomically. */
   async save(dir: string): Promise<void> {
     const { saveGuardFiles } = await import("./guard-files.js");
@@ -215,6 +231,12 @@ export class Guard {
   async fit(train: Dataset, options?: GuardFitOptions): Promise<GuardFitResult> {
     const { fitGuard } = await import("./fit.js");
     return fitGuard(this, train, options);
+  }
+
+  /** Pair accuracy, mean scores and margin loss on `data` (lib/guard/fit.ts evaluateGuard). */
+  async evaluate(data: Dataset, options?: { margin?: number; batchSize?: number; adapter?: boolean }): Promise<GuardValidation> {
+    const { evaluateGuard } = await import("./fit.js");
+    return evaluateGuard(this, data, options);
   }
 
   /** Parameter shapes by name (guard.safetensors layout). */

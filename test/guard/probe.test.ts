@@ -193,7 +193,7 @@ test("deepguard probe: usage errors exit 2, bad data exits 1, naming what is wro
   for (const [args, pattern] of [
     [["probe", m, "--out", out], /--data/],
     [["probe", m, "--data", SVEN_VAL], /--out/],
-    [["probe", "--data", SVEN_VAL, "--out", out], /one model directory/],
+    [["probe", m, m, "--data", SVEN_VAL, "--out", out], /at most one model directory/],
     [["probe", m, "--data", SVEN_VAL, "--out", out, "--folds", "1"], /--folds must be an integer >= 2/],
     [["probe", m, "--data", SVEN_VAL, "--out", out, "--pooling", "max"], /--pooling/],
     [["probe", m, "--data", SVEN_VAL, "--out", out, "--max-tokens", "x"], /--max-tokens/],
