@@ -129,12 +129,15 @@ async function main(): Promise<void> {
       concurrency: { type: "string", default: "1,4,16,64" },
       tokens: { type: "string" },
       repeats: { type: "string", default: "3" },
+      activations: { type: "string", default: "auto" },
       out: { type: "string", default: join(repoRoot, "benchmarks", "out", "serve.json") },
     },
   });
   const shapes = (values.shape ? [values.shape] : ["100m", "0.5b"]) as BenchShapeName[];
   for (const s of shapes) if (!(s in BENCH_SHAPES)) throw new Error(`--shape must be one of ${Object.keys(BENCH_SHAPES).join(", ")}`);
   const levels = list("concurrency", values.concurrency!);
+  const activations = values.activations as "auto" | "float32" | "bfloat16";
+  if (!["auto", "float32", "bfloat16"].includes(activations)) throw new Error(`--activations must be auto, float32 or bfloat16`);
   const [repeats] = list("repeats", values.repeats!);
   const probeFile = join(tmpdir(), `deepguard-bench-probe-${process.pid}.txt`);
   await writeFile(probeFile, "x".repeat(700));
@@ -143,10 +146,12 @@ async function main(): Promise<void> {
 
   const runs: Run[] = [];
   const medians: Run[] = [];
+  const activationsUsed: Record<string, string> = {};
   for (const shape of shapes) {
     const newTokens = values.tokens ? list("tokens", values.tokens)[0] : shape === "100m" ? 32 : 16;
     const dir = await ensureRandomCheckpoint(join(cacheDir, `qwen2-${shape}-bf16`), BENCH_SHAPES[shape], "BF16");
-    const model = await Model.load(dir);
+    const model = await Model.load(dir, { activations });
+    activationsUsed[shape] = model.info.activations;
     await model.complete([1, 2, 3, 4], { maxTokens: 4, stopOnEos: false }); // fault the weights in
     for (const c of levels) {
       const mine: Run[] = [];
@@ -177,7 +182,7 @@ async function main(): Promise<void> {
     threads: sys.threads,
     isa: sys.isa,
     promptMix: PROMPT_MIX,
-    models: Object.fromEntries(shapes.map((s) => [s, { architecture: "Qwen2ForCausalLM", dtype: "BF16", ...BENCH_SHAPES[s] }])),
+    models: Object.fromEntries(shapes.map((s) => [s, { architecture: "Qwen2ForCausalLM", dtype: "BF16", activations: activationsUsed[s], ...BENCH_SHAPES[s] }])),
     repeats,
     medians,
     runs,
