@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
+import { Model } from "../../lib/index.js";
 import { makeTinyCheckpoint, tinySpecs, type TinyCheckpoint } from "../support/checkpoint.js";
 import { flatten, relativeError } from "../support/compare.js";
 import { referenceForward } from "../support/reference.js";
@@ -50,10 +51,21 @@ test("forward --ids --json prints full-precision logits and L+1 hidden states", 
   assert.is(out.logits[0].length, spec.vocab);
   assert.is(out.hiddenStates.length, spec.layers + 1);
   assert.is(out.hiddenStates[0][0].length, spec.hidden);
+  // The CLI loads with the default activations ("auto"): it prints exactly what
+  // Model.forward computes in-process with them (checked against the float64
+  // references in test/model/), and with "float32" it is the exact reference's.
+  const model = await Model.load(ckpt.dir);
+  const api = await model.forward(ids, { hiddenStates: "all" });
+  model.dispose();
+  assert.equal(flatten(out.logits), Float64Array.from(api.logits.data));
+  for (let l = 0; l <= spec.layers; l++) assert.equal(flatten(out.hiddenStates[l]), Float64Array.from(api.hiddenStates.get(l)!.data), `hidden ${l}`);
+  const exact = await Model.load(ckpt.dir, { activations: "float32" });
+  const f32 = await exact.forward(ids, { hiddenStates: "all" });
+  exact.dispose();
   const ref = referenceForward(ckpt.config, ckpt.weights, ids);
-  assert.ok(relativeError(flatten(out.logits), flatten(ref.logits)) <= 1e-4);
+  assert.ok(relativeError(f32.logits.data, flatten(ref.logits)) <= 1e-4);
   for (let l = 0; l <= spec.layers; l++) {
-    assert.ok(relativeError(flatten(out.hiddenStates[l]), flatten(ref.hiddenStates[l])) <= 1e-4, `hidden ${l}`);
+    assert.ok(relativeError(f32.hiddenStates.get(l)!.data, flatten(ref.hiddenStates[l])) <= 1e-4, `hidden ${l}`);
   }
 });
 
