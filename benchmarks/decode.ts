@@ -43,6 +43,8 @@ type Weights = "mmap" | "read";
 interface RunResult {
   dtype: Dtype;
   quantize: QuantFormat | null;
+  /** What BF16 weights multiplied (model.info.activations: "auto" resolved). */
+  activations: "float32" | "bfloat16";
   weights: Weights;
   parameters: number;
   bytesPerDecodedToken: number;
@@ -120,6 +122,7 @@ async function runOne(
   return {
     dtype,
     quantize,
+    activations: model.info.activations,
     loadSeconds,
     weights,
     parameters: model.info.parameterCount,

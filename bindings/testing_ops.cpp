@@ -75,8 +75,10 @@ dg::DType DTypeArg(const Napi::CallbackInfo& info, size_t i) {
 
 Napi::Float32Array NewF32(Napi::Env env, int64_t n) { return Napi::Float32Array::New(env, size_t(n)); }
 
-// linear(x, T, wBytes, dtype, rows, cols, bias | null, accumulateInto | null):
+// linear(x, T, wBytes, dtype, rows, cols, bias | null, accumulateInto | null, bf16Activations?):
 // returns accumulateInto (updated in place) or a new [T][rows] array.
+// bf16Activations (boolean, default false): linear_forward's flag (x rounded to
+// BF16 for BF16 weights; AMX tiles where active).
 Napi::Value Linear(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto x = F32Arg(info, 0, "x");
@@ -96,9 +98,11 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   const bool accumulate = !IsAbsent(info, 7);
   auto y = accumulate ? F32Arg(info, 7, "accumulateInto") : NewF32(env, Mul(env, T, rows));
   ExpectLength(env, "accumulateInto", y.ElementLength(), Mul(env, T, rows), "T * rows");
+  if (!IsAbsent(info, 8) && !info[8].IsBoolean()) Bad(env, "bf16Activations must be a boolean");
+  const bool bf16_acts = !IsAbsent(info, 8) && info[8].As<Napi::Boolean>().Value();
   return Guarded(env, [&] {
     dg::Matrix m{w.Data(), dtype, rows, cols};
-    dg::linear_forward(y.Data(), x.Data(), m, bias, T, dg::ThreadPool::global(), accumulate);
+    dg::linear_forward(y.Data(), x.Data(), m, bias, T, dg::ThreadPool::global(), accumulate, bf16_acts);
     return y;
   });
 }

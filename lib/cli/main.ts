@@ -79,6 +79,7 @@ async function inspect(args: string[]): Promise<void> {
     ["vocab size", info.vocabSize],
     ["dtype", info.dtype],
     ["linear layers", `${info.linearDtype}${info.quantization ? ` (quantized at load: ${info.quantization})` : ""}`],
+    ["activations", info.activations],
     ["parameters", info.parameterCount.toLocaleString("en-US")],
     ["weight bytes", info.weightBytes.toLocaleString("en-US")],
     ["tied embeddings", info.tieWordEmbeddings],

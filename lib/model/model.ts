@@ -144,7 +144,7 @@ const loadOptionsSchema = z
     quantize: z.enum(QUANT_FORMATS).optional(),
     quantCache: z.union([z.boolean(), z.string().min(1)]).optional(),
     onProgress: z.function().optional(),
-    activations: z.enum(["auto", "float32", "bfloat16"]).default("float32"),
+    activations: z.enum(["auto", "float32", "bfloat16"]).default("auto"),
     signal: signalSchema,
   })
   .strict();

@@ -20,12 +20,13 @@ namespace dg {
 // `accumulate`: y += ... instead of y = ... (LoRA adds onto the base output).
 // Dispatches on active_isa(); splits output rows across the pool. Memory-bound at
 // T = 1 (each weight byte read once), blocked for cache reuse when T is large.
-// `bf16_activations`: for BF16 weights whose width is a multiple of 32, x is
-// rounded to BF16 first (round to nearest even), as a BF16 model computes in
-// PyTorch:  y[t][r] = sum_k bf16(x[t][k]) * W[r][k]  (f32 accumulation).
-// With AMX that runs on tdpbf16ps tiles (matmul_amx.cpp) for every T, so each
-// row's result is independent of T (batch invariant); without AMX the f32
-// kernels multiply the rounded values. Other dtypes ignore the flag.
+// `bf16_activations`: for BF16 weights x is rounded to BF16 first (round to
+// nearest even), as a BF16 model computes in PyTorch:
+//   y[t][r] = sum_k bf16(x[t][k]) * W[r][k]  (f32 accumulation).
+// With AMX and a width that is a multiple of 32 that runs on tdpbf16ps tiles
+// (matmul_amx.cpp) for every T, so each row's result is independent of T and
+// of the thread split (batch invariant); otherwise the f32 kernels multiply
+// the rounded values. Other dtypes ignore the flag.
 void linear_forward(float* y, const float* x, const Matrix& w, const float* bias, int64_t T,
                     ThreadPool& pool, bool accumulate = false, bool bf16_activations = false);
 
@@ -53,9 +54,10 @@ void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, i
 void linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const Matrix& w, int64_t T,
                      ThreadPool& pool);
 
-// Calls of 16+ tokens (prefill, batched decode) on BF16 and block-quantized
-// weights use AMX-BF16 tiles where the CPU has them and the active ISA is
-// avx512, unless DEEPGUARD_AMX=0 or set_amx_enabled(false):
+// Calls of 16+ tokens (prefill, batched decode) on block-quantized weights, and
+// calls of any T on BF16 weights with bf16_activations (see linear_forward),
+// use AMX-BF16 tiles where the CPU has them and the active ISA is avx512,
+// unless DEEPGUARD_AMX=0 or set_amx_enabled(false):
 //   y[t][r] = sum_k bf16(x[t][k]) * bf16(W[r][k])   (f32 accumulation, K in steps of 32)
 // i.e. the activations are rounded to BF16 as in a BF16 PyTorch model (BF16
 // weights as stored; quantized ones dequantized exactly to BF16 except for

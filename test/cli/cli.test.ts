@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
+import { Model } from "../../lib/index.js";
 import { makeTinyCheckpoint, tinySpecs, type TinyCheckpoint } from "../support/checkpoint.js";
 import { flatten, relativeError } from "../support/compare.js";
 import { referenceForward } from "../support/reference.js";
@@ -50,11 +51,27 @@ test("forward --ids --json prints full-precision logits and L+1 hidden states", 
   assert.is(out.logits[0].length, spec.vocab);
   assert.is(out.hiddenStates.length, spec.layers + 1);
   assert.is(out.hiddenStates[0][0].length, spec.hidden);
+  // The CLI loads with the default activations ("auto"): it prints exactly what
+  // Model.forward computes in-process with them (checked against the float64
+  // references in test/model/); with --activations float32 it is the exact reference's.
+  const model = await Model.load(ckpt.dir);
+  const api = await model.forward(ids, { hiddenStates: "all" });
+  model.dispose();
+  assert.equal(flatten(out.logits), Float64Array.from(api.logits.data));
+  for (let l = 0; l <= spec.layers; l++) assert.equal(flatten(out.hiddenStates[l]), Float64Array.from(api.hiddenStates.get(l)!.data), `hidden ${l}`);
+  const r32 = await run("forward", ckpt.dir, "--ids", ids.join(","), "--json", "--activations", "float32");
+  assert.is(r32.code, 0, r32.stderr);
+  const f32 = JSON.parse(r32.stdout) as { logits: number[][]; hiddenStates: number[][][] };
   const ref = referenceForward(ckpt.config, ckpt.weights, ids);
-  assert.ok(relativeError(flatten(out.logits), flatten(ref.logits)) <= 1e-4);
+  assert.ok(relativeError(flatten(f32.logits), flatten(ref.logits)) <= 1e-4);
   for (let l = 0; l <= spec.layers; l++) {
-    assert.ok(relativeError(flatten(out.hiddenStates[l]), flatten(ref.hiddenStates[l])) <= 1e-4, `hidden ${l}`);
+    assert.ok(relativeError(flatten(f32.hiddenStates[l]), flatten(ref.hiddenStates[l])) <= 1e-4, `hidden ${l}`);
   }
+  const bad = await run("inspect", ckpt.dir, "--activations", "f16");
+  assert.is(bad.code, 2);
+  assert.match(bad.stderr, /--activations must be one of auto, float32, bfloat16, got "f16"/);
+  const shown = await run("inspect", ckpt.dir, "--json", "--activations", "bfloat16");
+  assert.is(JSON.parse(shown.stdout).activations, "bfloat16");
 });
 
 test("forward --text tokenizes with the checkpoint's tokenizer", async () => {

@@ -26,6 +26,8 @@ interface Dimensions {
   tied: boolean;
   qkvBias: boolean;
   outputBias: boolean;
+  /** ReferenceOptions.bf16Activations. */
+  bf16: boolean;
 }
 
 function fail(message: string): never {
@@ -80,7 +82,7 @@ export function ropeFrequencies(theta: number, dim: number, scaling: unknown): F
   return out;
 }
 
-function dimensions(config: Record<string, unknown>): Dimensions {
+function dimensions(config: Record<string, unknown>): Omit<Dimensions, "bf16"> {
   const hidden = positiveNumber(config, "hidden_size");
   const heads = positiveNumber(config, "num_attention_heads");
   const kvHeads = positiveNumber(config, "num_key_value_heads");
@@ -112,8 +114,29 @@ function tensor(weights: ReferenceWeights, name: string, shape: number[]): Float
   return entry.values;
 }
 
-/** y = W x + b with W stored [out, in], as nn.Linear. */
-function linear(w: Float64Array, x: Float64Array, out: number, bias?: Float64Array): Float64Array {
+export interface ReferenceOptions {
+  /**
+   * Round the input of every linear layer (q/k/v/o, gate/up/down and the LM
+   * head) to BF16 first (via f32, nearest even), as Model.load's
+   * activations: "bfloat16" does for BF16 weights, and a BF16 PyTorch model.
+   * Meant for checkpoints whose matrices are all BF16.
+   */
+  bf16Activations?: boolean;
+}
+
+const roundScratch = new Float32Array(1);
+const roundBits = new Uint32Array(roundScratch.buffer);
+/** v rounded to f32, then to the nearest BF16 (ties to even). */
+export function roundToBf16(v: number): number {
+  roundScratch[0] = v;
+  const x = roundBits[0];
+  roundBits[0] = (((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) << 16) >>> 0;
+  return roundScratch[0];
+}
+
+/** y = W x + b with W stored [out, in], as nn.Linear; x rounded to BF16 first when `bf16`. */
+function linearLayer(w: Float64Array, xIn: Float64Array, out: number, bias?: Float64Array, bf16 = false): Float64Array {
+  const x = bf16 ? xIn.map(roundToBf16) : xIn;
   const inDim = x.length;
   const y = new Float64Array(out);
   for (let o = 0; o < out; o++) {
@@ -217,6 +240,7 @@ function decoderLayer(
   const up = tensor(weights, `${p}.mlp.up_proj.weight`, [intermediate, d.hidden]);
   const down = tensor(weights, `${p}.mlp.down_proj.weight`, [d.hidden, intermediate]);
 
+  const linear = (w: Float64Array, x: Float64Array, out: number, b?: Float64Array) => linearLayer(w, x, out, b, d.bf16);
   const normed = hidden.map((x) => rmsNorm(x, inputNorm, d.eps));
   const q = normed.map((x, t) => ropeHeads(linear(wq, x, qDim, bq), d.heads, d.headDim, t, d));
   const k = normed.map((x, t) => ropeHeads(linear(wk, x, kvDim, bk), d.kvHeads, d.headDim, t, d));
@@ -246,8 +270,9 @@ export function referenceForward(
   config: Record<string, unknown>,
   weights: ReferenceWeights,
   ids: number[],
+  options: ReferenceOptions = {},
 ): ReferenceOutput {
-  const d = dimensions(config);
+  const d = { ...dimensions(config), bf16: options.bf16Activations === true };
   const vocab = positiveNumber(config, "vocab_size");
   const intermediate = positiveNumber(config, "intermediate_size");
   const embed = tensor(weights, "model.embed_tokens.weight", [vocab, d.hidden]);
@@ -266,5 +291,5 @@ export function referenceForward(
   }
   const final = hidden.map((x) => rmsNorm(x, finalNorm, d.eps));
   hiddenStates.push(final);
-  return { logits: final.map((x) => linear(lmHead, x, vocab)), hiddenStates };
+  return { logits: final.map((x) => linearLayer(lmHead, x, vocab, undefined, d.bf16)), hiddenStates };
 }

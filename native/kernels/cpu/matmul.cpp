@@ -113,10 +113,13 @@ void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, i
       throw Error("ERR_ARGUMENT", std::string("linear_forward: ") + std::to_string(cols) + " columns are not whole " +
                                       dtype_name(o.w.dtype) + " blocks of " + std::to_string(dtype_block_elems(o.w.dtype)));
     quantized = quantized || q;
-    const bool bf16 = bf16_activations && o.w.dtype == DType::BF16 && cols % 32 == 0;
+    // BF16 activations: AMX tiles when the width is whole 32-column blocks,
+    // else x rounded to BF16 for the f32 kernels (bf16_round).
+    const bool bf16 = bf16_activations && o.w.dtype == DType::BF16;
+    const bool bf16_round = bf16 && !(amx_on && cols % 32 == 0);
     any_bf16 = any_bf16 || bf16;
-    jobs.push_back({o.y, bf16 && !amx_on ? nullptr : x, o.w.data, o.w.dtype, o.w.rows, o.w.cols, o.bias, T, o.accumulate});
-    fns.push_back(q ? rows_q_fn : bf16 && amx_on ? detail::linear_rows_bf16_amx : rows_fn);
+    jobs.push_back({o.y, bf16_round ? nullptr : x, o.w.data, o.w.dtype, o.w.rows, o.w.cols, o.bias, T, o.accumulate});
+    fns.push_back(q ? rows_q_fn : bf16 && !bf16_round ? detail::linear_rows_bf16_amx : rows_fn);
     first.push_back(groups);
     groups += (o.w.rows + 3) / 4;
     bytes += o.w.rows * dtype_row_bytes(o.w.dtype, cols);
@@ -132,7 +135,7 @@ void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, i
   thread_local std::vector<unsigned> xp;
   thread_local std::vector<float> xr;
   if (any_bf16) {
-    if (amx_on) {
+    if (amx_on && cols % 32 == 0) {
       const int64_t Tp = (T + 15) / 16 * 16;
       xp.resize(size_t(Tp * cols / 2));
       unsigned* out = xp.data();  // a plain pointer: see below
