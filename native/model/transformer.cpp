@@ -200,7 +200,11 @@ void Transformer::run_pass(const std::vector<StepSegment>& segs, const std::vect
     // MLP block: x += down(silu(gate(x)) * up(x)) on rmsnorm(x).
     rmsnorm_forward(xn.data(), x.data(), L.post_attention_norm.data(), R, d, c.rms_eps);
     project({{gate.data(), L.gate, Projection::Gate, false}, {up.data(), L.up, Projection::Up, false}}, xn.data(), l);
-    swiglu_forward(gate.data(), gate.data(), up.data(), R * c.intermediate);
+    // Elementwise, but an exp per element: worth the pool (~1M per 512-row prefill pass).
+    const int64_t I = c.intermediate;
+    pool.parallel_for(R, [&](int64_t t0, int64_t t1) {
+      swiglu_forward(gate.data() + t0 * I, gate.data() + t0 * I, up.data() + t0 * I, (t1 - t0) * I);
+    }, std::max<int64_t>(1, 8192 / std::max<int64_t>(I, 1)));
     project({{x.data(), L.down, Projection::Down, /*accumulate=*/true}}, gate.data(), l);
 
     if (l + 1 < c.n_layers) capture(int32_t(l + 1), x.data());

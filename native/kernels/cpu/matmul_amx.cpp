@@ -203,13 +203,22 @@ namespace {
 // Adds a 16 x 16 f32 result tile (rows x tokens) into y: rows [e0, e1) of the
 // tile's rows starting at r, tokens from t0 (< T).
 void emit_rows(const LinearJob& jb, const float* c, int64_t r, int64_t e0, int64_t e1, int64_t t0) {
-  for (int64_t row = e0; row < e1; ++row) {
-    const float* src = c + (row - r) * 16;
-    const float b = jb.bias ? jb.bias[row] : 0.f;
-    for (int j = 0; j < 16 && t0 + j < jb.T; ++j) {
-      float& y = jb.y[(t0 + j) * jb.rows + row];
-      y = jb.accumulate ? y + (src[j] + b) : src[j] + b;
-    }
+  // Token by token: a column of the row-major tile (c[row][token], stride 16)
+  // gathered into one vector of up to 16 contiguous rows of y.
+  const int64_t nj = jb.T - t0 < 16 ? jb.T - t0 : 16;
+  const int n = int(e1 - e0);
+  if (n <= 0) return;
+  const __mmask16 m = __mmask16((1u << n) - 1u);
+  const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                          _mm512_set1_epi32(16));
+  const __m512i base = _mm512_add_epi32(rows, _mm512_set1_epi32(int((e0 - r) * 16)));
+  const __m512 bias = jb.bias ? _mm512_maskz_loadu_ps(m, jb.bias + e0) : _mm512_setzero_ps();
+  for (int64_t j = 0; j < nj; ++j) {
+    __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, _mm512_add_epi32(base, _mm512_set1_epi32(int(j))), c, 4);
+    v = _mm512_add_ps(v, bias);
+    float* y = jb.y + (t0 + j) * jb.rows + e0;
+    if (jb.accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, y), v);
+    _mm512_mask_storeu_ps(y, m, v);
   }
 }
 
