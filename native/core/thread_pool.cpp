@@ -7,19 +7,11 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <cerrno>
-#include <cstdint>
 #include <cstdlib>
 #include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
-
-#if defined(__linux__)
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -99,7 +91,6 @@ struct ThreadPool::Impl {
   }
 
   void worker_loop() {
-    mark_engine_thread();
     t_inside_pool = true;
     uint32_t seen = 0;
     for (;;) {
@@ -177,29 +168,6 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     if (spins < 4096) DG_CPU_RELAX(); else std::this_thread::yield();
   }
   if (s.error) std::rethrow_exception(s.error);
-}
-
-void mark_engine_thread() {
-#if defined(__linux__) && defined(SYS_sched_setattr)
-  // struct sched_attr, SCHED_ATTR_SIZE_VER1 layout (uapi/linux/sched/types.h).
-  struct {
-    uint32_t size, sched_policy;
-    uint64_t sched_flags;
-    int32_t sched_nice;
-    uint32_t sched_priority;
-    uint64_t sched_runtime, sched_deadline, sched_period;
-    uint32_t sched_util_min, sched_util_max;
-  } attr{};
-  constexpr uint64_t kEngineSliceNs = 20'000'000;  // the kernel caps custom slices at 100 ms
-  attr.size = sizeof attr;
-  attr.sched_policy = 0;  // SCHED_OTHER, keeping this thread's nice value
-  errno = 0;
-  const int nice = getpriority(PRIO_PROCESS, 0);
-  if (errno != 0) return;
-  attr.sched_nice = nice;
-  attr.sched_runtime = kEngineSliceNs;
-  syscall(SYS_sched_setattr, 0, &attr, 0);  // best effort: EINVAL or EPERM leave the default slice
-#endif
 }
 
 ThreadPool& ThreadPool::global() {

@@ -28,12 +28,4 @@ class ThreadPool {
   Impl* impl_;
 };
 
-// Marks the calling thread as an engine compute thread: on Linux 6.12+ (EEVDF)
-// it asks for a long time slice (kEngineSliceNs), so a thread of the host
-// application that wakes up (Node's event loop, libuv's file and DNS workers)
-// gets an earlier virtual deadline and preempts the engine at once instead of
-// waiting out the engine's slice. The CPU share is unchanged (same nice value).
-// Older kernels and other systems ignore it.
-void mark_engine_thread();
-
 }  // namespace dg

@@ -44,10 +44,7 @@ Scheduler::Scheduler(std::shared_ptr<const Transformer> model, int64_t prefill_c
   if (chunk_ < 4 || chunk_ > Transformer::kMaxRowsPerPass || chunk_ % 4 != 0)
     throw Error("ERR_ARGUMENT", "prefill chunk must be a multiple of 4 in [4, " +
                                     std::to_string(Transformer::kMaxRowsPerPass) + "]");
-  thread_ = std::thread([this] {
-    mark_engine_thread();
-    loop();
-  });
+  thread_ = std::thread([this] { loop(); });
 }
 
 Scheduler::~Scheduler() {
