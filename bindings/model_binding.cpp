@@ -101,9 +101,9 @@ struct QuantRequest {
 class LoadWorker : public CodedWorker {
  public:
   LoadWorker(Napi::Env env, dg::ModelConfig cfg, std::vector<std::string> files, std::vector<dg::TensorRef> tensors,
-             dg::MappedFile::Mode mode, Napi::Function ctor, QuantRequest quant)
+             dg::MappedFile::Mode mode, Napi::Function ctor, QuantRequest quant, dg::DType kv_dtype)
       : CodedWorker(env), cfg_(std::move(cfg)), files_(std::move(files)), tensors_(std::move(tensors)), mode_(mode),
-        ctor_(Napi::Persistent(ctor)), quant_(std::move(quant)) {}
+        ctor_(Napi::Persistent(ctor)), quant_(std::move(quant)), kv_dtype_(kv_dtype) {}
   ~LoadWorker() override {
     if (quant_.has_progress) quant_.progress.Release();
   }
@@ -140,7 +140,7 @@ class LoadWorker : public CodedWorker {
         }
       }
     }
-    model_ = std::make_shared<Transformer>(cfg_, std::move(w));
+    model_ = std::make_shared<Transformer>(cfg_, std::move(w), kv_dtype_);
   }
   Napi::Value Result(Napi::Env env) override;
 
@@ -151,6 +151,7 @@ class LoadWorker : public CodedWorker {
   dg::MappedFile::Mode mode_;
   Napi::FunctionReference ctor_;
   QuantRequest quant_;
+  dg::DType kv_dtype_;
   std::string cache_state_;  // "", "loaded" or "written"
   std::shared_ptr<Transformer> model_;
   friend class NativeModel;
@@ -308,6 +309,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     o.Set("linearBytes", double(linear_bytes));
     o.Set("quantCache", quant_cache);
     o.Set("linearDtype", dtypes);
+    o.Set("kvCacheDtype", dg::dtype_name(get(info.Env())->kv_dtype()));
     return o;
   }
 };
@@ -320,7 +322,8 @@ Napi::Value LoadWorker::Result(Napi::Env) {
   return obj;
 }
 
-// loadModel(config, files: string[], tensors: {name, file, dtype, shape, offset, length}[], { mmap: boolean })
+// loadModel(config, files: string[], tensors: {name, file, dtype, shape, offset, length}[],
+//           { mmap: boolean, quantize?, onProgress?, cacheFile?, kvCache?: "F32" | "BF16" })
 //   -> Promise<NativeModel>
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -348,9 +351,17 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     if (cache.IsString()) quant.cache_path = cache.As<Napi::String>().Utf8Value();
     else if (!cache.IsUndefined()) ThrowCoded(env, "ERR_ARGUMENT", "cacheFile must be a string");
   }
+  // kvCache: "F32" (default) or "BF16", the dtype of every session's KV cache.
+  dg::DType kv_dtype = dg::DType::F32;
+  Napi::Value kv = opts.Get("kvCache");
+  if (!kv.IsUndefined()) {
+    const std::string name = kv.IsString() ? kv.As<Napi::String>().Utf8Value() : "";
+    if (name == "BF16") kv_dtype = dg::DType::BF16;
+    else if (name != "F32") ThrowCoded(env, "ERR_ARGUMENT", "kvCache must be \"F32\" or \"BF16\"");
+  }
   auto* w = new LoadWorker(env, std::move(cfg), std::move(files), std::move(tensors),
                            mmap ? dg::MappedFile::Mode::Map : dg::MappedFile::Mode::Read, NativeModel::ctor.Value(),
-                           std::move(quant));
+                           std::move(quant), kv_dtype);
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;

@@ -63,10 +63,23 @@ export interface LoadOptions {
    * match; it is written atomically (README, "Quantized weights").
    */
   quantCache?: boolean | string;
+  /**
+   * The KV cache's element type (README, "BF16 KV cache"): "bfloat16" (default)
+   * stores keys (after RoPE) and values rounded to BF16, half the memory and
+   * half the bytes each decoded token reads per cached position; attention
+   * widens them to f32 on load and computes in f32. "float32" keeps them exact.
+   */
+  kvCacheDtype?: KvCacheDtype;
   /** Called with the weights quantized so far while `quantize` runs. */
   onProgress?: (progress: { done: number; total: number }) => void;
   signal?: AbortSignal;
 }
+
+/** KV cache element types. */
+export const KV_CACHE_DTYPES = ["float32", "bfloat16"] as const;
+export type KvCacheDtype = (typeof KV_CACHE_DTYPES)[number];
+/** The KV cache dtype when Model.load is not told one (README, "BF16 KV cache", says why). */
+export const DEFAULT_KV_CACHE_DTYPE: KvCacheDtype = "float32";
 
 /** Load-time quantization formats. */
 export const QUANT_FORMATS = ["q8_0", "q4_0", "q4_k"] as const;
@@ -92,6 +105,10 @@ export interface ModelInfo {
   linearBytes: number;
   /** How the quantized-weights cache was used: "loaded", "written", or null (none). */
   quantCache: "loaded" | "written" | null;
+  /** The KV cache's element type (Model.load's kvCacheDtype). */
+  kvCacheDtype: KvCacheDtype;
+  /** KV cache bytes per cached position of one session (all layers, keys and values). */
+  kvCacheBytesPerToken: number;
   parameterCount: number;
   weightBytes: number;
   tieWordEmbeddings: boolean;
@@ -130,6 +147,7 @@ const loadOptionsSchema = z
       .default(128),
     quantize: z.enum(QUANT_FORMATS).optional(),
     quantCache: z.union([z.boolean(), z.string().min(1)]).optional(),
+    kvCacheDtype: z.enum(KV_CACHE_DTYPES).default(DEFAULT_KV_CACHE_DTYPE),
     onProgress: z.function().optional(),
     signal: signalSchema,
   })
@@ -183,7 +201,11 @@ export class Model {
     if (q !== undefined && !(QUANT_FORMATS as readonly unknown[]).includes(q)) {
       throw new DeepGuardError("ERR_QUANT_FORMAT", `Model.load option "quantize": unknown format ${JSON.stringify(q)}; expected one of ${QUANT_FORMATS.join(", ")}`);
     }
-    const { mmap, allowLongContext, prefillChunk, quantize, quantCache, onProgress, signal } = parseOptions(loadOptionsSchema, options, "Model.load");
+    const { mmap, allowLongContext, prefillChunk, quantize, quantCache, kvCacheDtype, onProgress, signal } = parseOptions(
+      loadOptionsSchema,
+      options,
+      "Model.load",
+    );
     if (quantCache !== undefined && quantCache !== false && !quantize) {
       throw new DeepGuardError("ERR_ARGUMENT", `Model.load option "quantCache" needs "quantize"`);
     }
@@ -218,6 +240,7 @@ export class Model {
     try {
       engine = await native().loadModel(toNativeConfig(config), files.files, files.tensors, {
         mmap,
+        kvCache: kvCacheDtype === "bfloat16" ? "BF16" : "F32",
         ...(quantize ? { quantize } : {}),
         ...(progress ? { onProgress: progress } : {}),
         ...(quantize && quantCache
@@ -248,6 +271,8 @@ export class Model {
       linearDtype: nativeInfo.linearDtype,
       linearBytes: nativeInfo.linearBytes,
       quantCache: nativeInfo.quantCache === "loaded" || nativeInfo.quantCache === "written" ? nativeInfo.quantCache : null,
+      kvCacheDtype: nativeInfo.kvCacheDtype === "BF16" ? "bfloat16" : "float32",
+      kvCacheBytesPerToken: 2 * config.numLayers * config.numKvHeads * config.headDim * (nativeInfo.kvCacheDtype === "BF16" ? 2 : 4),
       parameterCount: nativeInfo.parameterCount,
       weightBytes: files.totalBytes,
       tieWordEmbeddings: config.tieWordEmbeddings,

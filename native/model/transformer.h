@@ -65,8 +65,10 @@ struct SegmentOutput {
 
 class Transformer {
  public:
-  Transformer(ModelConfig cfg, ModelWeights weights);
+  // kv_dtype: what its sessions' KV caches hold, F32 or BF16 (see KvCache).
+  Transformer(ModelConfig cfg, ModelWeights weights, DType kv_dtype = DType::F32);
   const ModelConfig& config() const { return cfg_; }
+  DType kv_dtype() const { return kv_dtype_; }
   const ModelWeights& weights() const { return w_; }
 
   // Validates everything first (token ids, capture indices, distinct idle
@@ -88,6 +90,7 @@ class Transformer {
 
   ModelConfig cfg_;
   ModelWeights w_;
+  DType kv_dtype_;
   std::shared_ptr<const LoraAdapter> adapter_;  // accessed with std::atomic_load/store
 };
 
