@@ -64,10 +64,12 @@ export interface LoadOptions {
    */
   quantCache?: boolean | string;
   /**
-   * The KV cache's element type (README, "BF16 KV cache"): "bfloat16" (default)
-   * stores keys (after RoPE) and values rounded to BF16, half the memory and
-   * half the bytes each decoded token reads per cached position; attention
-   * widens them to f32 on load and computes in f32. "float32" keeps them exact.
+   * The KV cache's element type (README, "BF16 KV cache"): "bfloat16" stores
+   * keys (after RoPE) and values rounded to BF16, half the memory and half the
+   * bytes each decoded token reads per cached position; attention widens them
+   * to f32 on load and computes in f32. "float32" keeps them exact. Default:
+   * "bfloat16" for BF16 checkpoints and with `quantize`, else "float32"
+   * (defaultKvCacheDtype).
    */
   kvCacheDtype?: KvCacheDtype;
   /** Called with the weights quantized so far while `quantize` runs. */
@@ -78,8 +80,16 @@ export interface LoadOptions {
 /** KV cache element types. */
 export const KV_CACHE_DTYPES = ["float32", "bfloat16"] as const;
 export type KvCacheDtype = (typeof KV_CACHE_DTYPES)[number];
-/** The KV cache dtype when Model.load is not told one (README, "BF16 KV cache", says why). */
-export const DEFAULT_KV_CACHE_DTYPE: KvCacheDtype = "float32";
+/**
+ * The KV cache dtype when Model.load is not told one (README, "BF16 KV cache",
+ * has the numbers): "bfloat16" where the weights already carry BF16 or coarser
+ * rounding (a BF16 checkpoint, or load-time quantization), since the measured
+ * effect of a BF16 cache on the logits is well below that rounding's; "float32"
+ * for F32 and F16 checkpoints, whose finer weights it would not hide under.
+ */
+export function defaultKvCacheDtype(weightsDtype: string, quantize?: QuantFormat): KvCacheDtype {
+  return quantize !== undefined || weightsDtype === "BF16" ? "bfloat16" : "float32";
+}
 
 /** Load-time quantization formats. */
 export const QUANT_FORMATS = ["q8_0", "q4_0", "q4_k"] as const;
@@ -147,7 +157,7 @@ const loadOptionsSchema = z
       .default(128),
     quantize: z.enum(QUANT_FORMATS).optional(),
     quantCache: z.union([z.boolean(), z.string().min(1)]).optional(),
-    kvCacheDtype: z.enum(KV_CACHE_DTYPES).default(DEFAULT_KV_CACHE_DTYPE),
+    kvCacheDtype: z.enum(KV_CACHE_DTYPES).optional(),
     onProgress: z.function().optional(),
     signal: signalSchema,
   })
@@ -240,7 +250,7 @@ export class Model {
     try {
       engine = await native().loadModel(toNativeConfig(config), files.files, files.tensors, {
         mmap,
-        kvCache: kvCacheDtype === "bfloat16" ? "BF16" : "F32",
+        kvCache: (kvCacheDtype ?? defaultKvCacheDtype(files.dominantDtype, quantize)) === "bfloat16" ? "BF16" : "F32",
         ...(quantize ? { quantize } : {}),
         ...(progress ? { onProgress: progress } : {}),
         ...(quantize && quantCache

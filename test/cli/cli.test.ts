@@ -43,7 +43,8 @@ test("inspect --json describes the checkpoint", async () => {
 
 test("forward --ids --json prints full-precision logits and L+1 hidden states", async () => {
   const ids = [5, 17, 2, 250];
-  const r = await run("forward", ckpt.dir, "--ids", ids.join(","), "--json");
+  // --kv-cache f32: the reference has exact K/V (a BF16 checkpoint defaults to a BF16 cache).
+  const r = await run("forward", ckpt.dir, "--ids", ids.join(","), "--json", "--kv-cache", "f32");
   assert.is(r.code, 0, r.stderr);
   const out = JSON.parse(r.stdout) as { logits: number[][]; hiddenStates: number[][][] };
   assert.is(out.logits.length, ids.length);

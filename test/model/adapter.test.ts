@@ -24,7 +24,7 @@ let n = 0;
 test.before(async () => {
   root = await mkdtemp(join(tmpdir(), "dg-lora-"));
   ckpt = await makeTinyCheckpoint(join(root, "base"), spec);
-  model = await Model.load(ckpt.dir);
+  model = await Model.load(ckpt.dir, { kvCacheDtype: "float32" }); // exact K/V, as the reference has
 });
 test.after(async () => {
   await rm(root, { recursive: true, force: true });
