@@ -9,7 +9,7 @@ namespace dg {
 
 KvCache::KvCache(const ModelConfig& cfg, DType dtype)
     : n_layers_(cfg.n_layers), n_kv_(cfg.n_kv_heads), hd_(cfg.head_dim), dtype_(dtype),
-      elem_(dtype == DType::F32 ? 4 : 2) {
+      elem_(dtype_row_bytes(dtype, 1)) {
   if (dtype != DType::F32 && dtype != DType::BF16)
     throw Error("ERR_ARGUMENT", std::string("a KV cache holds F32 or BF16, not ") + dtype_name(dtype));
 }

@@ -46,9 +46,10 @@ void attend_one(const detail::AttentionRows& a) {
   const int64_t n_ctx = a.n_ctx0, hd = a.hd;
   const float scale = a.scale;
   float* scores = a.scores;
+  const int64_t row_bytes = dtype_row_bytes(D, hd);
   float max_s = -INFINITY;
   for (int64_t j = 0; j < n_ctx; ++j) {
-    scores[j] = dot<D>(q, a.k + j * hd * (D == DType::F32 ? 4 : 2), hd) * scale;
+    scores[j] = dot<D>(q, a.k + j * row_bytes, hd) * scale;
     max_s = scores[j] > max_s ? scores[j] : max_s;
   }
   float sum = 0.f;
@@ -87,7 +88,7 @@ void attention_forward(float* out, const float* q, const void* k_cache, const vo
                        DType kv_dtype) {
   if (kv_dtype != DType::F32 && kv_dtype != DType::BF16)
     throw Error("ERR_ARGUMENT", std::string("attention reads an F32 or BF16 cache, not ") + dtype_name(kv_dtype));
-  const int64_t head_bytes = capacity * hd * (kv_dtype == DType::F32 ? 4 : 2);
+  const int64_t head_bytes = dtype_row_bytes(kv_dtype, capacity * hd);
   const int64_t group = n_heads / n_kv_heads;
   const float scale = 1.f / std::sqrt(float(hd));
   const int64_t width = n_heads * hd;
