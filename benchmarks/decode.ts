@@ -7,7 +7,7 @@
  * Every run is its own process, so its peak RSS is its own.
  *
  * Decode is memory-bound, so each run is set against its bound: bytes read per
- * token (every weight matrix + the f32 KV cache at the mean decode context) /
+ * token (every weight matrix + the KV cache, F32 or BF16, at the mean decode context) /
  * measured read bandwidth. The parent measures the bandwidth (median of 5
  * passes over 1 GiB) right before and after each run and uses their mean,
  * because on a shared host it drifts by 10-20% over minutes.
@@ -21,6 +21,11 @@
  * quantized linear weights + LM head as the kernels read them (model.info.linearBytes)
  * + the KV cache, and results go to decode[-<shape>]-<format>.json.
  *
+ * --kv-cache f32|bf16|f32,bf16 sets Model.load's kvCacheDtype (default: the
+ * model's default, recorded per run); with both, the repeats alternate between
+ * them (f32, bf16, f32, ...) so a drifting machine load hits both alike, and each
+ * run records the load average at its end.
+ *
  * Options: --dtype F32|BF16, --weights mmap|read (default: all combinations),
  * --prompt N (512), --tokens N (256), --repeats N (3), --shape 100m|1.5b (the
  * latter has Qwen2.5-Coder-1.5B's dimensions; results go to decode-1.5b.json), --out FILE. Cache: DEEPGUARD_BENCH_CACHE, default
@@ -33,15 +38,20 @@ import { cpus, homedir, loadavg } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { Model, QUANT_FORMATS, type QuantFormat } from "../lib/index.js";
+import { Model, QUANT_FORMATS, type KvCacheDtype, type QuantFormat } from "../lib/index.js";
 import { native } from "../lib/native.js";
 import { BENCH_SHAPES, ensureRandomCheckpoint, tensorShapes, type BenchShape, type BenchShapeName } from "./support/random-checkpoint.js";
 
 type Dtype = "F32" | "BF16";
 type Weights = "mmap" | "read";
+type KvFlag = "f32" | "bf16" | "default";
+const KV_FLAGS: Record<KvFlag, KvCacheDtype | undefined> = { f32: "float32", bf16: "bfloat16", default: undefined };
 
 interface RunResult {
   dtype: Dtype;
+  kvCacheDtype: KvCacheDtype;
+  /** 1-minute load average right after the run. */
+  loadAverage1m: number;
   quantize: QuantFormat | null;
   /** What BF16 weights multiplied (model.info.activations: "auto" resolved). */
   activations: "float32" | "bfloat16";
@@ -71,17 +81,17 @@ const repoRoot = join(here, "..", "..");
 const cacheDir = process.env.DEEPGUARD_BENCH_CACHE ?? join(homedir(), ".cache", "deepguard", "bench");
 
 /** Bytes a decode step must read: each weight matrix once (the tied embedding as lm_head) + K and V caches. */
-function bytesPerToken(s: BenchShape, dtypeSize: number, context: number): number {
+function bytesPerToken(s: BenchShape, dtypeSize: number, context: number, kvElemBytes: number): number {
   let weights = 0;
   for (const dims of tensorShapes(s).values()) {
     if (dims.length === 2) weights += dims.reduce((a, b) => a * b, 1);
   }
-  return weights * dtypeSize + kvBytesPerToken(s, context);
+  return weights * dtypeSize + kvBytesPerToken(s, context, kvElemBytes);
 }
 
-/** The f32 K and V caches read by one decode step at `context` positions. */
-function kvBytesPerToken(s: BenchShape, context: number): number {
-  return s.layers * 2 * s.kvHeads * (s.hidden / s.heads) * context * 4;
+/** The K and V caches (elements of kvElemBytes) read by one decode step at `context` positions. */
+function kvBytesPerToken(s: BenchShape, context: number, kvElemBytes: number): number {
+  return s.layers * 2 * s.kvHeads * (s.hidden / s.heads) * context * kvElemBytes;
 }
 
 async function runOne(
@@ -91,11 +101,13 @@ async function runOne(
   promptLen: number,
   newTokens: number,
   quantize: QuantFormat | null,
+  kv: KvFlag,
 ): Promise<RunResult> {
   const shape = BENCH_SHAPES[shapeName];
   const dir = await ensureRandomCheckpoint(join(cacheDir, `qwen2-${shapeName}-${dtype.toLowerCase()}`), shape, dtype);
   const tLoad = performance.now();
-  const model = await Model.load(dir, { mmap: weights === "mmap", ...(quantize ? { quantize } : {}) });
+  const kvCacheDtype = KV_FLAGS[kv];
+  const model = await Model.load(dir, { mmap: weights === "mmap", ...(quantize ? { quantize } : {}), ...(kvCacheDtype ? { kvCacheDtype } : {}) });
   const loadSeconds = (performance.now() - tLoad) / 1000;
   const prompt = Array.from({ length: promptLen }, (_, i) => (i * 7919 + 13) % shape.vocab);
 
@@ -119,16 +131,19 @@ async function runOne(
   }
   const decodeS = (performance.now() - t0) / 1000;
   const context = promptLen + newTokens / 2;
+  const kvElem = model.info.kvCacheDtype === "bfloat16" ? 2 : 4;
   return {
     dtype,
+    kvCacheDtype: model.info.kvCacheDtype,
+    loadAverage1m: loadavg()[0],
     quantize,
     activations: model.info.activations,
     loadSeconds,
     weights,
     parameters: model.info.parameterCount,
     bytesPerDecodedToken: quantize
-      ? model.info.linearBytes + kvBytesPerToken(shape, context)
-      : bytesPerToken(shape, dtype === "F32" ? 4 : 2, context),
+      ? model.info.linearBytes + kvBytesPerToken(shape, context, kvElem)
+      : bytesPerToken(shape, dtype === "F32" ? 4 : 2, context, kvElem),
     prefillTokens: promptLen,
     prefillTokensPerSecond: promptLen / prefillS,
     decodeTokens: newTokens,
@@ -168,6 +183,7 @@ async function main(): Promise<void> {
       shape: { type: "string", default: "100m" },
       out: { type: "string" },
       quantize: { type: "string" },
+      "kv-cache": { type: "string", default: "default" },
       child: { type: "boolean" },
     },
   });
@@ -180,8 +196,9 @@ async function main(): Promise<void> {
   const quantize = values.quantize === undefined ? null : oneOf<QuantFormat>("quantize", values.quantize, QUANT_FORMATS)[0];
   // Quantized runs start from the BF16 checkpoint unless --dtype says otherwise.
   if (quantize && values.dtype === undefined) dtypes.splice(0, dtypes.length, "BF16");
+  const kvs = values["kv-cache"]!.split(",").map((k) => oneOf<KvFlag>("kv-cache", k, ["f32", "bf16", "default"])[0]);
   if (values.child) {
-    const r = await runOne(shapeName, dtypes[0], modes[0], promptLen, newTokens, quantize);
+    const r = await runOne(shapeName, dtypes[0], modes[0], promptLen, newTokens, quantize, kvs[0]);
     process.stdout.write(JSON.stringify(r) + "\n");
     return;
   }
@@ -192,10 +209,11 @@ async function main(): Promise<void> {
   const table: { median: Row; lo: number; hi: number }[] = [];
   for (const dtype of dtypes) {
     for (const weights of modes) {
-      const args = ["--child", "--shape", shapeName, "--dtype", dtype, "--weights", weights, "--prompt", String(promptLen), "--tokens", String(newTokens)];
-      if (quantize) args.push("--quantize", quantize);
-      const mine: Row[] = [];
-      for (let rep = 0; rep < repeats; rep++) {
+      const mineByKv = new Map<KvFlag, Row[]>(kvs.map((k) => [k, []]));
+      for (let rep = 0; rep < repeats; rep++) for (const kv of kvs) {
+        const args = ["--child", "--shape", shapeName, "--dtype", dtype, "--weights", weights, "--prompt", String(promptLen), "--tokens", String(newTokens), "--kv-cache", kv];
+        if (quantize) args.push("--quantize", quantize);
+        const mine = mineByKv.get(kv)!;
         const before = await native().measureBandwidth(1 << 30, 5);
         const out = execFileSync(process.execPath, [fileURLToPath(import.meta.url), ...args], {
           encoding: "utf8",
@@ -213,20 +231,22 @@ async function main(): Promise<void> {
           ratioToBound: bound / r.decodeTokensPerSecond,
         });
       }
-      runs.push(...mine);
-      const sorted = [...mine].sort((a, b) => a.ratioToBound - b.ratioToBound);
-      table.push({ median: sorted[Math.floor(sorted.length / 2)], lo: sorted[0].ratioToBound, hi: sorted[sorted.length - 1].ratioToBound });
+      for (const mine of mineByKv.values()) {
+        runs.push(...mine);
+        const sorted = [...mine].sort((a, b) => a.ratioToBound - b.ratioToBound);
+        table.push({ median: sorted[Math.floor(sorted.length / 2)], lo: sorted[0].ratioToBound, hi: sorted[sorted.length - 1].ratioToBound });
+      }
     }
   }
 
   console.log(`\nmedian of ${repeats} run(s) per row; time / bound range over the runs in brackets`);
   const load = loadavg();
   console.log(`load average after the runs: ${load.map((l) => l.toFixed(2)).join(", ")}`);
-  console.log("| weights | storage | prefill tok/s | decode tok/s | ms/token | MB read/token | read GB/s | bound tok/s | time / bound | peak RSS MiB | load s |");
-  console.log("|---|---|---|---|---|---|---|---|---|---|---|");
+  console.log("| weights | storage | KV cache | prefill tok/s | decode tok/s | ms/token | MB read/token | read GB/s | bound tok/s | time / bound | peak RSS MiB | load s |");
+  console.log("|---|---|---|---|---|---|---|---|---|---|---|---|");
   for (const { median: r, lo, hi } of table) {
     console.log(
-      `| ${r.quantize ? `${r.quantize} (from ${r.dtype})` : r.dtype} | ${r.weights} | ${r.prefillTokensPerSecond.toFixed(0)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${r.decodeMsPerToken.toFixed(2)} | ${(r.bytesPerDecodedToken / 1e6).toFixed(0)} | ${r.readGBps.toFixed(1)} | ${r.boundTokensPerSecond.toFixed(1)} | ${r.ratioToBound.toFixed(2)}x [${lo.toFixed(2)}-${hi.toFixed(2)}] | ${r.peakRssMiB.toFixed(0)} | ${r.loadSeconds.toFixed(1)} |`,
+      `| ${r.quantize ? `${r.quantize} (from ${r.dtype})` : r.dtype} | ${r.weights} | ${r.kvCacheDtype} | ${r.prefillTokensPerSecond.toFixed(0)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${r.decodeMsPerToken.toFixed(2)} | ${(r.bytesPerDecodedToken / 1e6).toFixed(0)} | ${r.readGBps.toFixed(1)} | ${r.boundTokensPerSecond.toFixed(1)} | ${r.ratioToBound.toFixed(2)}x [${lo.toFixed(2)}-${hi.toFixed(2)}] | ${r.peakRssMiB.toFixed(0)} | ${r.loadSeconds.toFixed(1)} |`,
     );
   }
   const report = {

@@ -102,9 +102,11 @@ struct QuantRequest {
 class LoadWorker : public CodedWorker {
  public:
   LoadWorker(Napi::Env env, dg::ModelConfig cfg, std::vector<std::string> files, std::vector<dg::TensorRef> tensors,
-             dg::MappedFile::Mode mode, Napi::Function ctor, QuantRequest quant, bool bf16_activations)
+             dg::MappedFile::Mode mode, Napi::Function ctor, QuantRequest quant, dg::DType kv_dtype,
+             bool bf16_activations)
       : CodedWorker(env), cfg_(std::move(cfg)), files_(std::move(files)), tensors_(std::move(tensors)), mode_(mode),
-        ctor_(Napi::Persistent(ctor)), quant_(std::move(quant)), bf16_activations_(bf16_activations) {}
+        ctor_(Napi::Persistent(ctor)), quant_(std::move(quant)), kv_dtype_(kv_dtype),
+        bf16_activations_(bf16_activations) {}
   ~LoadWorker() override {
     if (quant_.has_progress) quant_.progress.Release();
   }
@@ -141,7 +143,7 @@ class LoadWorker : public CodedWorker {
         }
       }
     }
-    model_ = std::make_shared<Transformer>(cfg_, std::move(w), bf16_activations_);
+    model_ = std::make_shared<Transformer>(cfg_, std::move(w), kv_dtype_, bf16_activations_);
   }
   Napi::Value Result(Napi::Env env) override;
 
@@ -152,6 +154,7 @@ class LoadWorker : public CodedWorker {
   dg::MappedFile::Mode mode_;
   Napi::FunctionReference ctor_;
   QuantRequest quant_;
+  dg::DType kv_dtype_;
   bool bf16_activations_;
   std::string cache_state_;  // "", "loaded" or "written"
   std::shared_ptr<Transformer> model_;
@@ -311,6 +314,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     o.Set("quantCache", quant_cache);
     o.Set("linearDtype", dtypes);
     o.Set("activations", get(info.Env())->bf16_activations() ? "bfloat16" : "float32");
+    o.Set("kvCacheDtype", dg::dtype_name(get(info.Env())->kv_dtype()));
     return o;
   }
 };
@@ -324,7 +328,8 @@ Napi::Value LoadWorker::Result(Napi::Env) {
 }
 
 // loadModel(config, files: string[], tensors: {name, file, dtype, shape, offset, length}[],
-//           { mmap: boolean, activations: "auto" | "float32" | "bfloat16", quantize?, onProgress?, cacheFile? })
+//           { mmap: boolean, activations: "auto" | "float32" | "bfloat16", quantize?, onProgress?, cacheFile?,
+//             kvCache?: "F32" | "BF16" })
 //   -> Promise<NativeModel>
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -359,9 +364,17 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   if (acts != "auto" && acts != "float32" && acts != "bfloat16")
     ThrowCoded(env, "ERR_ARGUMENT", "activations must be \"auto\", \"float32\" or \"bfloat16\"");
   const bool bf16_activations = acts == "bfloat16" || (acts == "auto" && dg::amx_active());
+  // kvCache: "F32" (default) or "BF16", the dtype of every session's KV cache.
+  dg::DType kv_dtype = dg::DType::F32;
+  Napi::Value kv = opts.Get("kvCache");
+  if (!kv.IsUndefined()) {
+    const std::string name = kv.IsString() ? kv.As<Napi::String>().Utf8Value() : "";
+    if (name == "BF16") kv_dtype = dg::DType::BF16;
+    else if (name != "F32") ThrowCoded(env, "ERR_ARGUMENT", "kvCache must be \"F32\" or \"BF16\"");
+  }
   auto* w = new LoadWorker(env, std::move(cfg), std::move(files), std::move(tensors),
                            mmap ? dg::MappedFile::Mode::Map : dg::MappedFile::Mode::Read, NativeModel::ctor.Value(),
-                           std::move(quant), bf16_activations);
+                           std::move(quant), kv_dtype, bf16_activations);
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;

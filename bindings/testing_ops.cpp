@@ -221,11 +221,17 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
 }
 
 // attention(q, kCache, vCache, capacity, T, pos0, nHeads, nKvHeads, headDim) -> [T][nHeads * headDim]
+// kCache and vCache are both Float32Array (an F32 cache) or both Uint16Array
+// (a BF16 cache: the raw bf16 bits).
 Napi::Value Attention(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto q = F32Arg(info, 0, "q");
-  auto k = F32Arg(info, 1, "kCache");
-  auto v = F32Arg(info, 2, "vCache");
+  const bool bf16 = info.Length() > 1 && info[1].IsTypedArray() &&
+                    info[1].As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array;
+  const napi_typedarray_type kv_type = bf16 ? napi_uint16_array : napi_float32_array;
+  const char* kv_name = bf16 ? "Uint16Array (as kCache)" : "Float32Array";
+  auto k = TypedArg<Napi::TypedArray>(info, 1, kv_type, kv_name, "kCache");
+  auto v = TypedArg<Napi::TypedArray>(info, 2, kv_type, kv_name, "vCache");
   const int64_t cap = IntArg(info, 3, "capacity", 1), T = IntArg(info, 4, "T", 1), pos0 = IntArg(info, 5, "pos0", 0);
   const int64_t heads = IntArg(info, 6, "nHeads", 1), kv = IntArg(info, 7, "nKvHeads", 1),
                 hd = IntArg(info, 8, "headDim", 1);
@@ -234,10 +240,13 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   ExpectLength(env, "q", q.ElementLength(), Mul(env, Mul(env, T, heads), hd), "T * nHeads * headDim");
   ExpectLength(env, "kCache", k.ElementLength(), Mul(env, Mul(env, kv, cap), hd), "nKvHeads * capacity * headDim");
   ExpectLength(env, "vCache", v.ElementLength(), kv * cap * hd, "nKvHeads * capacity * headDim");
+  const auto base = [](const Napi::TypedArray& a) {
+    return static_cast<const char*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+  };
   auto out = NewF32(env, T * heads * hd);
   return Guarded(env, [&] {
-    dg::attention_forward(out.Data(), q.Data(), k.Data(), v.Data(), cap, T, pos0, heads, kv, hd,
-                          dg::ThreadPool::global());
+    dg::attention_forward(out.Data(), q.Data(), base(k), base(v), cap, T, pos0, heads, kv, hd,
+                          dg::ThreadPool::global(), bf16 ? dg::DType::BF16 : dg::DType::F32);
     return out;
   });
 }

@@ -1,6 +1,7 @@
 export { Model, type LoadOptions, type ModelInfo, type ForwardOptions, type ForwardResult } from "./model/model.js";
 export { QUANT_FORMATS, type QuantFormat } from "./model/model.js";
 export { DEFAULT_MODEL_DIR, DEFAULT_GUARD_DIR } from "./model/default-model.js";
+export { KV_CACHE_DTYPES, defaultKvCacheDtype, type KvCacheDtype } from "./model/model.js";
 export { ModelSession, type EvalOptions, type EvalResult, type HiddenStateSelection } from "./model/session.js";
 export { Tokenizer, type EncodeOptions, type DecodeOptions } from "./model/tokenizer.js";
 export {

@@ -37,7 +37,7 @@ export interface NativeSession {
 
 export interface NativeModel {
   createSession(): NativeSession;
-  info(): { parameterCount: number; mappedBytes: number; linearBytes: number; linearDtype: string; quantCache: string; activations: string };
+  info(): { parameterCount: number; mappedBytes: number; linearBytes: number; linearDtype: string; quantCache: string; activations: string; kvCacheDtype: string };
   loadAdapter(
     spec: { rank: number; scale: number; targets: string[]; layers: number[] },
     files: string[],
@@ -141,6 +141,7 @@ export interface NativeAddon {
       quantize?: "q8_0" | "q4_0" | "q4_k";
       onProgress?: (progress: { done: number; total: number }) => void;
       cacheFile?: string;
+      kvCache?: "F32" | "BF16";
     },
   ): Promise<NativeModel>;
   sampleToken(logits: Float32Array, params: Partial<NativeSamplingParams>, u: number, logitBias?: Float32Array): number;

@@ -80,6 +80,7 @@ async function inspect(args: string[]): Promise<void> {
     ["dtype", info.dtype],
     ["linear layers", `${info.linearDtype}${info.quantization ? ` (quantized at load: ${info.quantization})` : ""}`],
     ["activations", info.activations],
+    ["kv cache", `${info.kvCacheDtype} (${info.kvCacheBytesPerToken.toLocaleString("en-US")} bytes per position)`],
     ["parameters", info.parameterCount.toLocaleString("en-US")],
     ["weight bytes", info.weightBytes.toLocaleString("en-US")],
     ["tied embeddings", info.tieWordEmbeddings],

@@ -64,6 +64,15 @@ export interface LoadOptions {
    * match; it is written atomically (README, "Quantized weights").
    */
   quantCache?: boolean | string;
+  /**
+   * The KV cache's element type (README, "BF16 KV cache"): "bfloat16" stores
+   * keys (after RoPE) and values rounded to BF16, half the memory and half the
+   * bytes each decoded token reads per cached position; attention widens them
+   * to f32 on load and computes in f32. "float32" keeps them exact. Default:
+   * "bfloat16" for BF16 checkpoints and with `quantize`, else "float32"
+   * (defaultKvCacheDtype).
+   */
+  kvCacheDtype?: KvCacheDtype;
   /** Called with the weights quantized so far while `quantize` runs. */
   onProgress?: (progress: { done: number; total: number }) => void;
   /**
@@ -77,6 +86,20 @@ export interface LoadOptions {
    */
   activations?: "auto" | "float32" | "bfloat16";
   signal?: AbortSignal;
+}
+
+/** KV cache element types. */
+export const KV_CACHE_DTYPES = ["float32", "bfloat16"] as const;
+export type KvCacheDtype = (typeof KV_CACHE_DTYPES)[number];
+/**
+ * The KV cache dtype when Model.load is not told one (README, "BF16 KV cache",
+ * has the numbers): "bfloat16" where the weights already carry BF16 or coarser
+ * rounding (a BF16 checkpoint, or load-time quantization), since the measured
+ * effect of a BF16 cache on the logits is well below that rounding's; "float32"
+ * for F32 and F16 checkpoints, whose finer weights it would not hide under.
+ */
+export function defaultKvCacheDtype(weightsDtype: string, quantize?: QuantFormat): KvCacheDtype {
+  return quantize !== undefined || weightsDtype === "BF16" ? "bfloat16" : "float32";
 }
 
 /** Load-time quantization formats. */
@@ -105,6 +128,10 @@ export interface ModelInfo {
   activations: "float32" | "bfloat16";
   /** How the quantized-weights cache was used: "loaded", "written", or null (none). */
   quantCache: "loaded" | "written" | null;
+  /** The KV cache's element type (Model.load's kvCacheDtype). */
+  kvCacheDtype: KvCacheDtype;
+  /** KV cache bytes per cached position of one session (all layers, keys and values). */
+  kvCacheBytesPerToken: number;
   parameterCount: number;
   weightBytes: number;
   tieWordEmbeddings: boolean;
@@ -143,6 +170,7 @@ const loadOptionsSchema = z
       .default(128),
     quantize: z.enum(QUANT_FORMATS).optional(),
     quantCache: z.union([z.boolean(), z.string().min(1)]).optional(),
+    kvCacheDtype: z.enum(KV_CACHE_DTYPES).optional(),
     onProgress: z.function().optional(),
     activations: z.enum(["auto", "float32", "bfloat16"]).default("auto"),
     signal: signalSchema,
@@ -201,7 +229,11 @@ export class Model {
     if (q !== undefined && !(QUANT_FORMATS as readonly unknown[]).includes(q)) {
       throw new DeepGuardError("ERR_QUANT_FORMAT", `Model.load option "quantize": unknown format ${JSON.stringify(q)}; expected one of ${QUANT_FORMATS.join(", ")}`);
     }
-    const { mmap, allowLongContext, prefillChunk, quantize, quantCache, onProgress, activations, signal } = parseOptions(loadOptionsSchema, options, "Model.load");
+    const { mmap, allowLongContext, prefillChunk, quantize, quantCache, kvCacheDtype, onProgress, activations, signal } = parseOptions(
+      loadOptionsSchema,
+      options,
+      "Model.load",
+    );
     if (quantCache !== undefined && quantCache !== false && !quantize) {
       throw new DeepGuardError("ERR_ARGUMENT", `Model.load option "quantCache" needs "quantize"`);
     }
@@ -237,6 +269,7 @@ export class Model {
       engine = await native().loadModel(toNativeConfig(config), files.files, files.tensors, {
         mmap,
         activations,
+        kvCache: (kvCacheDtype ?? defaultKvCacheDtype(files.dominantDtype, quantize)) === "bfloat16" ? "BF16" : "F32",
         ...(quantize ? { quantize } : {}),
         ...(progress ? { onProgress: progress } : {}),
         ...(quantize && quantCache
@@ -268,6 +301,8 @@ export class Model {
       linearBytes: nativeInfo.linearBytes,
       activations: nativeInfo.activations === "bfloat16" ? "bfloat16" : "float32",
       quantCache: nativeInfo.quantCache === "loaded" || nativeInfo.quantCache === "written" ? nativeInfo.quantCache : null,
+      kvCacheDtype: nativeInfo.kvCacheDtype === "BF16" ? "bfloat16" : "float32",
+      kvCacheBytesPerToken: 2 * config.numLayers * config.numKvHeads * config.headDim * (nativeInfo.kvCacheDtype === "BF16" ? 2 : 4),
       parameterCount: nativeInfo.parameterCount,
       weightBytes: files.totalBytes,
       tieWordEmbeddings: config.tieWordEmbeddings,

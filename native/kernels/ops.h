@@ -95,9 +95,15 @@ void rope_backward(float* dx, const float* cos_t, const float* sin_t, int64_t T,
 // k_cache, v_cache: [n_kv_heads][capacity][hd], filled for positions [0, pos0+T).
 // out: [T][n_heads * hd]. Query head h reads kv head h / (n_heads / n_kv_heads).
 // Softmax in f32 with max subtraction; scale 1/sqrt(hd).
-void attention_forward(float* out, const float* q, const float* k_cache, const float* v_cache,
+// kv_dtype: the cache's element type, F32 or BF16. A BF16 cache holds
+// bf16(k), bf16(v) (round to nearest even of the f32 projections, k after RoPE;
+// KvCache::write); each element is widened exactly to f32 as it is loaded
+// (bits << 16), so the kernel computes the f32 math above on those values:
+// scores, softmax, p.V and all accumulation stay f32. It halves the bytes a
+// decode step reads per cached position (2 * n_kv_heads * hd * 2 per layer).
+void attention_forward(float* out, const float* q, const void* k_cache, const void* v_cache,
                        int64_t capacity, int64_t T, int64_t pos0, int64_t n_heads,
-                       int64_t n_kv_heads, int64_t hd, ThreadPool& pool);
+                       int64_t n_kv_heads, int64_t hd, ThreadPool& pool, DType kv_dtype = DType::F32);
 // Backward of attention_forward for a whole causal sequence (pos0 = 0, capacity = T):
 // q, dq, dout: [T][n_heads * hd]; k, v, dk, dv: [n_kv_heads][T][hd]. Probabilities are
 // recomputed per row (no [H][T][T] buffer is saved): with p = softmax(s), s_j = scale q.k_j,

@@ -3,16 +3,26 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/tensor.h"
+
 namespace dg {
+
+KvCache::KvCache(const ModelConfig& cfg, DType dtype)
+    : n_layers_(cfg.n_layers), n_kv_(cfg.n_kv_heads), hd_(cfg.head_dim), dtype_(dtype),
+      elem_(dtype_row_bytes(dtype, 1)) {
+  if (dtype != DType::F32 && dtype != DType::BF16)
+    throw Error("ERR_ARGUMENT", std::string("a KV cache holds F32 or BF16, not ") + dtype_name(dtype));
+}
 
 void KvCache::reserve(int64_t n) {
   if (n <= capacity_) return;
   const int64_t cap = std::max<int64_t>({n, 2 * capacity_, 64});
-  auto grow = [&](std::vector<float>& old) {
-    std::vector<float> fresh(size_t(n_kv_ * cap * hd_));
+  const int64_t row = hd_ * elem_;  // bytes of one position of one head
+  auto grow = [&](Block& old) {
+    Block fresh(size_t((n_kv_ * cap * row + 3) / 4));
     for (int64_t h = 0; h < n_kv_ && length_ > 0; ++h)
-      std::memcpy(&fresh[size_t(h * cap * hd_)], &old[size_t(h * capacity_ * hd_)],
-                  size_t(length_ * hd_) * sizeof(float));
+      std::memcpy(reinterpret_cast<char*>(fresh.data()) + h * cap * row,
+                  reinterpret_cast<const char*>(old.data()) + h * capacity_ * row, size_t(length_ * row));
     old.swap(fresh);
   };
   k_.resize(size_t(n_layers_));
@@ -25,14 +35,25 @@ void KvCache::reserve(int64_t n) {
 }
 
 void KvCache::write(int64_t layer, const float* k_rows, const float* v_rows, int64_t pos0, int64_t T) {
-  float* K = keys(layer);
-  float* V = values(layer);
+  char* K = reinterpret_cast<char*>(k_[size_t(layer)].data());
+  char* V = reinterpret_cast<char*>(v_[size_t(layer)].data());
+  const int64_t row = hd_ * elem_;
+  auto put = [&](char* dst, const float* src) {
+    if (dtype_ == DType::F32) {
+      std::memcpy(dst, src, size_t(row));
+      return;
+    }
+    for (int64_t i = 0; i < hd_; ++i) {  // memcpy: the storage is declared float
+      const uint16_t b = f32_to_bf16(src[i]);
+      std::memcpy(dst + 2 * i, &b, 2);
+    }
+  };
   for (int64_t t = 0; t < T; ++t)
     for (int64_t h = 0; h < n_kv_; ++h) {
-      const size_t dst = size_t((h * capacity_ + pos0 + t) * hd_);
-      const size_t src = size_t((t * n_kv_ + h) * hd_);
-      std::memcpy(K + dst, k_rows + src, size_t(hd_) * sizeof(float));
-      std::memcpy(V + dst, v_rows + src, size_t(hd_) * sizeof(float));
+      const int64_t dst = (h * capacity_ + pos0 + t) * row;
+      const int64_t src = (t * n_kv_ + h) * hd_;
+      put(K + dst, k_rows + src);
+      put(V + dst, v_rows + src);
     }
 }
 

@@ -10,7 +10,7 @@
 
 namespace dg {
 
-Session::Session(const Transformer& model) : model_(&model), cache_(model.config()) {}
+Session::Session(const Transformer& model) : model_(&model), cache_(model.config(), model.kv_dtype()) {}
 
 void Session::truncate(int64_t n) {
   if (n < 0 || n > cache_.length())
@@ -26,8 +26,11 @@ void Session::copy_from(const Session& other) {
   cache_ = other.cache_;
 }
 
-Transformer::Transformer(ModelConfig cfg, ModelWeights weights, bool bf16_activations)
-    : cfg_(std::move(cfg)), w_(std::move(weights)), bf16_activations_(bf16_activations) {}
+Transformer::Transformer(ModelConfig cfg, ModelWeights weights, DType kv_dtype, bool bf16_activations)
+    : cfg_(std::move(cfg)), w_(std::move(weights)), kv_dtype_(kv_dtype), bf16_activations_(bf16_activations) {
+  if (kv_dtype != DType::F32 && kv_dtype != DType::BF16)
+    throw Error("ERR_ARGUMENT", std::string("the KV cache dtype must be F32 or BF16, not ") + dtype_name(kv_dtype));
+}
 
 namespace {
 
@@ -193,7 +196,7 @@ void Transformer::run_pass(const std::vector<StepSegment>& segs, const std::vect
       KvCache& cache = segs[pieces[p].segment].session->cache_;
       cache.write(l, k.data() + row0[p] * kv_out, v.data() + row0[p] * kv_out, pos0[p], pieces[p].n);
       attention_forward(att.data() + row0[p] * q_out, q.data() + row0[p] * q_out, cache.keys(l), cache.values(l),
-                        cache.capacity(), pieces[p].n, pos0[p], c.n_heads, c.n_kv_heads, hd, pool);
+                        cache.capacity(), pieces[p].n, pos0[p], c.n_heads, c.n_kv_heads, hd, pool, cache.dtype());
     }
     project({{x.data(), L.o, Projection::O, /*accumulate=*/true}}, att.data(), l);
 

@@ -65,10 +65,12 @@ struct SegmentOutput {
 
 class Transformer {
  public:
+  // kv_dtype: what its sessions' KV caches hold, F32 or BF16 (see KvCache).
   // bf16_activations: BF16 weight matrices multiply BF16-rounded activations
   // (linear_forward in ops.h: AMX tiles, batch invariant) instead of f32 ones.
-  Transformer(ModelConfig cfg, ModelWeights weights, bool bf16_activations = false);
+  Transformer(ModelConfig cfg, ModelWeights weights, DType kv_dtype = DType::F32, bool bf16_activations = false);
   const ModelConfig& config() const { return cfg_; }
+  DType kv_dtype() const { return kv_dtype_; }
   bool bf16_activations() const { return bf16_activations_; }
   const ModelWeights& weights() const { return w_; }
 
@@ -91,6 +93,7 @@ class Transformer {
 
   ModelConfig cfg_;
   ModelWeights w_;
+  DType kv_dtype_;
   bool bf16_activations_;
   std::shared_ptr<const LoraAdapter> adapter_;  // accessed with std::atomic_load/store
 };

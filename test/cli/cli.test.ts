@@ -51,15 +51,16 @@ test("forward --ids --json prints full-precision logits and L+1 hidden states", 
   assert.is(out.logits[0].length, spec.vocab);
   assert.is(out.hiddenStates.length, spec.layers + 1);
   assert.is(out.hiddenStates[0][0].length, spec.hidden);
-  // The CLI loads with the default activations ("auto"): it prints exactly what
-  // Model.forward computes in-process with them (checked against the float64
-  // references in test/model/); with --activations float32 it is the exact reference's.
+  // The CLI loads with the defaults (activations "auto", a BF16 KV cache for a
+  // BF16 checkpoint): it prints exactly what Model.forward computes in-process
+  // with them (checked against the float64 references in test/model/); with
+  // --activations float32 --kv-cache f32 it is the exact reference's.
   const model = await Model.load(ckpt.dir);
   const api = await model.forward(ids, { hiddenStates: "all" });
   model.dispose();
   assert.equal(flatten(out.logits), Float64Array.from(api.logits.data));
   for (let l = 0; l <= spec.layers; l++) assert.equal(flatten(out.hiddenStates[l]), Float64Array.from(api.hiddenStates.get(l)!.data), `hidden ${l}`);
-  const r32 = await run("forward", ckpt.dir, "--ids", ids.join(","), "--json", "--activations", "float32");
+  const r32 = await run("forward", ckpt.dir, "--ids", ids.join(","), "--json", "--activations", "float32", "--kv-cache", "f32");
   assert.is(r32.code, 0, r32.stderr);
   const f32 = JSON.parse(r32.stdout) as { logits: number[][]; hiddenStates: number[][][] };
   const ref = referenceForward(ckpt.config, ckpt.weights, ids);

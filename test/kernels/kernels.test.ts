@@ -28,10 +28,11 @@ interface TestingOps {
   rmsnorm(x: Float32Array, w: Float32Array, T: number, d: number, eps: number): Float32Array;
   ropeTables(positions: Float64Array, invFreq: Float32Array): { cos: Float32Array; sin: Float32Array };
   rope(x: Float32Array, cos: Float32Array, sin: Float32Array, T: number, nHeads: number, headDim: number): Float32Array;
+  /** kCache / vCache: Float32Array (an F32 cache) or Uint16Array of BF16 bits (a BF16 cache). */
   attention(
     q: Float32Array,
-    kCache: Float32Array,
-    vCache: Float32Array,
+    kCache: Float32Array | Uint16Array,
+    vCache: Float32Array | Uint16Array,
     capacity: number,
     T: number,
     pos0: number,
@@ -529,6 +530,82 @@ test("attention propagates NaN and infinities the same way on every ISA", () => 
   }
 });
 
+/** A cache as a BF16 KV cache holds it: the bits (rounded to nearest even) and the values they stand for. */
+function bf16Cache(x: Float32Array): { bits: Uint16Array; values: Float32Array } {
+  const bits = Uint16Array.from(x, bf16Bits);
+  return { bits, values: Float32Array.from(bits, bf16Value) };
+}
+
+test("attention over a BF16 cache is the float64 reference of the rounded K/V, on every ISA", () => {
+  const rand = rng(33);
+  // [T, pos0, heads, kvHeads, headDim]: every row kernel (hd 16k, 8, odd), the
+  // four-row prefill kernel (T >= 4) and context tails.
+  const cases: Array<[number, number, number, number, number]> = [
+    [1, 0, 1, 1, 1],
+    [1, 37, 4, 2, 8],
+    [9, 0, 3, 1, 13],
+    [6, 21, 2, 2, 64],
+    [3, 130, 2, 1, 128],
+  ];
+  forEachIsa((isa) => {
+    for (const [T, pos0, heads, kvHeads, hd] of cases) {
+      const cap = pos0 + T + 3;
+      const q = randomF32(T * heads * hd, rand, 2);
+      const kRaw = randomF32(kvHeads * cap * hd, rand, 2);
+      const vRaw = randomF32(kvHeads * cap * hd, rand);
+      for (let kv = 0; kv < kvHeads; kv++) {
+        kRaw.fill(NaN, (kv * cap + pos0 + T) * hd, (kv + 1) * cap * hd); // unfilled slots: never read
+        vRaw.fill(NaN, (kv * cap + pos0 + T) * hd, (kv + 1) * cap * hd);
+      }
+      const k = bf16Cache(kRaw);
+      const v = bf16Cache(vRaw);
+      const out = ops.attention(q, k.bits, v.bits, cap, T, pos0, heads, kvHeads, hd);
+      const err = relativeError(out, attentionReference(q, k.values, v.values, cap, T, pos0, heads, kvHeads, hd));
+      assert.ok(err <= TOL, `${isa} T=${T} pos0=${pos0} heads=${heads}/${kvHeads} hd=${hd}: ${err}`);
+      // Widening is exact: the same kernel on an F32 cache of those values gives the same bits.
+      const f32 = ops.attention(q, k.values, v.values, cap, T, pos0, heads, kvHeads, hd);
+      assert.equal(Array.from(out), Array.from(f32), `${isa} hd=${hd}: BF16 and F32 caches of the same values`);
+    }
+  });
+});
+
+test("attention over a BF16 cache propagates NaN and infinities the same way on every ISA", () => {
+  const rand = rng(34);
+  const shapes: Array<[number, number, number, number, number]> = [
+    [1, 9, 2, 1, 16],
+    [6, 3, 2, 2, 32],
+    [2, 12, 2, 1, 8],
+    [3, 5, 1, 1, 5],
+  ];
+  // BF16 NaN, +inf, -inf in one K position (seen by every query row), then in V.
+  for (const [poison, inV] of [[0x7fc0, false], [0x7f80, false], [0xff80, false], [0x7fc0, true]] as const) {
+    for (const [T, pos0, heads, kvHeads, hd] of shapes) {
+      const cap = pos0 + T;
+      const q = randomF32(T * heads * hd, rand, 1);
+      const k = bf16Cache(randomF32(kvHeads * cap * hd, rand, 1)).bits;
+      const v = bf16Cache(randomF32(kvHeads * cap * hd, rand, 1)).bits;
+      (inV ? v : k)[1 * hd] = poison; // kv head 0, position 1, first dim
+      const masks = new Map<string, string>();
+      forEachIsa((isa) => {
+        const out = ops.attention(q, k, v, cap, T, pos0, heads, kvHeads, hd);
+        masks.set(isa, Array.from(out, (x) => (Number.isNaN(x) ? "n" : Number.isFinite(x) ? "f" : "i")).join(""));
+      });
+      const scalar = masks.get("scalar")!;
+      for (const [isa, mask] of masks) assert.is(mask, scalar, `${isa} vs scalar, poison ${poison.toString(16)}${inV ? " in V" : ""}, hd=${hd}`);
+      if (poison !== 0x7fc0) continue;
+      // NaN: every query head reading kv head 0 is NaN (all of its row for K,
+      // its first dim for V); the other heads stay finite.
+      const group = heads / kvHeads;
+      for (let t = 0; t < T; t++)
+        for (let h = 0; h < heads; h++) {
+          const row = scalar.slice((t * heads + h) * hd, (t * heads + h + 1) * hd);
+          const expected = Math.floor(h / group) !== 0 ? "f".repeat(hd) : inV ? "n" + "f".repeat(hd - 1) : "n".repeat(hd);
+          assert.is(row, expected, `row ${t} head ${h}${inV ? " (NaN in V)" : ""}`);
+        }
+    }
+  }
+});
+
 test("attention rejects inconsistent shapes", async () => {
   const q = new Float32Array(2 * 3 * 4);
   const kv = new Float32Array(1 * 8 * 4);
@@ -536,6 +613,11 @@ test("attention rejects inconsistent shapes", async () => {
   await rejects(() => ops.attention(q, kv, kv, 8, 2, 7, 3, 1, 4), /capacity/);
   await rejects(() => ops.attention(q, kv.subarray(1), kv, 8, 2, 0, 3, 1, 4), /kCache/);
   await rejects(() => ops.attention(q, kv, kv, 8, 2, 0, 3, 0, 4), /nKvHeads/);
+  // A BF16 cache is two Uint16Arrays: not one of each, and of the right length.
+  const bits = new Uint16Array(1 * 8 * 4);
+  await rejects(() => ops.attention(q, bits, kv, 8, 2, 0, 3, 1, 4), /vCache/);
+  await rejects(() => ops.attention(q, kv, bits, 8, 2, 0, 3, 1, 4), /vCache/);
+  await rejects(() => ops.attention(q, bits, bits.subarray(2), 8, 2, 0, 3, 1, 4), /vCache/);
 });
 
 // ---- sampling ----------------------------------------------------------------------

@@ -40,8 +40,8 @@ for (const name of BF16_SPECS) {
   test(`activations "bfloat16" matches the BF16-rounding reference, "float32" the exact one: ${name}`, async () => {
     const spec = tinySpecs()[name];
     const ckpt = ckpts.get(name)!;
-    const bf = await Model.load(ckpt.dir, { activations: "bfloat16" });
-    const f32 = await Model.load(ckpt.dir, { activations: "float32" });
+    const bf = await Model.load(ckpt.dir, { activations: "bfloat16", kvCacheDtype: "float32" });
+    const f32 = await Model.load(ckpt.dir, { activations: "float32", kvCacheDtype: "float32" });
     assert.is(bf.info.activations, "bfloat16");
     assert.is(f32.info.activations, "float32");
     const agreement = await bf16Agreement(bf, ckpt, spec.seed);
@@ -67,7 +67,7 @@ test("AMX off (DEEPGUARD_AMX=0): \"bfloat16\" still rounds, on the f32 kernels (
   const ckpt = ckpts.get(name)!;
   testing.setAmx(false);
   try {
-    const bf = await Model.load(ckpt.dir, { activations: "bfloat16" });
+    const bf = await Model.load(ckpt.dir, { activations: "bfloat16", kvCacheDtype: "float32" });
     assert.is(bf.info.activations, "bfloat16");
     const agreement = await bf16Agreement(bf, ckpt, spec.seed + 1);
     assert.equal(bf16Problems(agreement), [], JSON.stringify(agreement));

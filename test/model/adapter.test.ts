@@ -24,9 +24,9 @@ let n = 0;
 test.before(async () => {
   root = await mkdtemp(join(tmpdir(), "dg-lora-"));
   ckpt = await makeTinyCheckpoint(join(root, "base"), spec);
-  // Exact f32 semantics: the merged-weight reference has no place for BF16-rounded
-  // base inputs beside f32 LoRA factors (activations.test.ts covers "bfloat16").
-  model = await Model.load(ckpt.dir, { activations: "float32" });
+  // Exact f32 semantics and exact K/V: the merged-weight reference has no place for
+  // BF16-rounded base inputs beside f32 LoRA factors (activations.test.ts covers "bfloat16").
+  model = await Model.load(ckpt.dir, { activations: "float32", kvCacheDtype: "float32" });
 });
 test.after(async () => {
   await rm(root, { recursive: true, force: true });

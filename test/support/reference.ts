@@ -122,6 +122,8 @@ export interface ReferenceOptions {
    * Meant for checkpoints whose matrices are all BF16.
    */
   bf16Activations?: boolean;
+  /** Applied to every K (after RoPE) and V value as it enters the KV cache, e.g. BF16 rounding. */
+  kvRound?: (x: number) => number;
 }
 
 const roundScratch = new Float32Array(1);
@@ -220,6 +222,7 @@ function decoderLayer(
   layer: number,
   d: Dimensions,
   intermediate: number,
+  kvRound: (x: number) => number,
 ): void {
   const p = `model.layers.${layer}`;
   const qDim = d.heads * d.headDim;
@@ -243,8 +246,8 @@ function decoderLayer(
   const linear = (w: Float64Array, x: Float64Array, out: number, b?: Float64Array) => linearLayer(w, x, out, b, d.bf16);
   const normed = hidden.map((x) => rmsNorm(x, inputNorm, d.eps));
   const q = normed.map((x, t) => ropeHeads(linear(wq, x, qDim, bq), d.heads, d.headDim, t, d));
-  const k = normed.map((x, t) => ropeHeads(linear(wk, x, kvDim, bk), d.kvHeads, d.headDim, t, d));
-  const v = normed.map((x) => linear(wv, x, kvDim, bv));
+  const k = normed.map((x, t) => ropeHeads(linear(wk, x, kvDim, bk), d.kvHeads, d.headDim, t, d).map(kvRound));
+  const v = normed.map((x) => linear(wv, x, kvDim, bv).map(kvRound));
   attention(q, k, v, d).forEach((a, t) => addInPlace(hidden[t], linear(wo, a, d.hidden, bo)));
 
   for (const x of hidden) {
@@ -266,12 +269,26 @@ function addInPlace(x: Float64Array, delta: Float64Array): void {
   for (let i = 0; i < x.length; i++) x[i] += delta[i];
 }
 
+/** x rounded to float32 and then to BF16 (nearest even), as a BF16 KV cache stores the f32 projections. */
+export function bf16Round(x: number): number {
+  const f = new Float32Array([x]);
+  const u = new Uint32Array(f.buffer);
+  if (Number.isNaN(x)) return x;
+  u[0] = (((u[0] + 0x7fff + ((u[0] >>> 16) & 1)) >>> 16) << 16) >>> 0;
+  return f[0];
+}
+
+/**
+ * Options: `kvRound` is applied to every element of K (after RoPE) and V before
+ * attention reads them (e.g. bf16Round: the math of a BF16 KV cache); identity by default.
+ */
 export function referenceForward(
   config: Record<string, unknown>,
   weights: ReferenceWeights,
   ids: number[],
   options: ReferenceOptions = {},
 ): ReferenceOutput {
+  const kvRound = options.kvRound ?? ((x: number) => x);
   const d = { ...dimensions(config), bf16: options.bf16Activations === true };
   const vocab = positiveNumber(config, "vocab_size");
   const intermediate = positiveNumber(config, "intermediate_size");
@@ -286,7 +303,7 @@ export function referenceForward(
   });
   const hiddenStates: Float64Array[][] = [hidden.map((x) => x.slice())];
   for (let layer = 0; layer < d.layers; layer++) {
-    decoderLayer(hidden, weights, layer, d, intermediate);
+    decoderLayer(hidden, weights, layer, d, intermediate, kvRound);
     if (layer < d.layers - 1) hiddenStates.push(hidden.map((x) => x.slice()));
   }
   const final = hidden.map((x) => rmsNorm(x, finalNorm, d.eps));

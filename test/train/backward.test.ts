@@ -26,7 +26,8 @@ test.after(async () => {
 
 async function load(spec: TinySpec, options?: LoadOptions): Promise<{ ckpt: TinyCheckpoint; model: Model }> {
   const ckpt = await makeTinyCheckpoint(join(root, `ckpt-${n++}`), spec);
-  return { ckpt, model: await Model.load(ckpt.dir, options) };
+  // The training forward keeps exact K/V: compare with an F32 KV cache.
+  return { ckpt, model: await Model.load(ckpt.dir, { kvCacheDtype: "float32", ...options }) };
 }
 
 for (const name of ["qwen2-f32-gqa-tied", "llama-bf16-gqa-rope-linear", "llama-attention-bias"]) {

@@ -3,6 +3,7 @@
 // The portable row kernel is here; attention_avx*.cpp vectorize the same math.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "core/cpu_features.h"
@@ -12,26 +13,43 @@
 namespace dg {
 namespace {
 
-// Dot product with 8 partial sums so the compiler vectorizes it.
-float dot(const float* a, const float* b, int64_t n) {
+// Element i of a cache block in dtype D, widened to f32 (BF16: the high half of an f32).
+template <DType D>
+float kv_at(const char* base, int64_t i) {
+  if constexpr (D == DType::F32) {
+    float f;
+    std::memcpy(&f, base + 4 * i, 4);
+    return f;
+  } else {
+    uint16_t h;
+    std::memcpy(&h, base + 2 * i, 2);
+    return bf16_to_f32(h);
+  }
+}
+
+// q . k[0..n) with 8 partial sums so the compiler vectorizes it.
+template <DType D>
+float dot(const float* q, const char* k, int64_t n) {
   float acc[8] = {};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
-  for (; i < n; ++i) acc[0] += a[i] * b[i];
+    for (int j = 0; j < 8; ++j) acc[j] += q[i + j] * kv_at<D>(k, i + j);
+  for (; i < n; ++i) acc[0] += q[i] * kv_at<D>(k, i);
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
 // out[hd] = softmax(scale * q.K[0..n_ctx)) . V[0..n_ctx), using `scores` (n_ctx floats).
+template <DType D>
 void attend_one(const detail::AttentionRows& a) {
   float* out = a.out;
-  const float *q = a.q, *k = a.k, *v = a.v;
+  const float* q = a.q;
   const int64_t n_ctx = a.n_ctx0, hd = a.hd;
   const float scale = a.scale;
   float* scores = a.scores;
+  const int64_t row_bytes = dtype_row_bytes(D, hd);
   float max_s = -INFINITY;
   for (int64_t j = 0; j < n_ctx; ++j) {
-    scores[j] = dot(q, k + j * hd, hd) * scale;
+    scores[j] = dot<D>(q, a.k + j * row_bytes, hd) * scale;
     max_s = scores[j] > max_s ? scores[j] : max_s;
   }
   float sum = 0.f;
@@ -42,11 +60,14 @@ void attend_one(const detail::AttentionRows& a) {
   for (int64_t i = 0; i < hd; ++i) out[i] = 0.f;
   for (int64_t j = 0; j < n_ctx; ++j) {
     const float p = scores[j];
-    const float* vj = v + j * hd;
-    for (int64_t i = 0; i < hd; ++i) out[i] += p * vj[i];
+    for (int64_t i = 0; i < hd; ++i) out[i] += p * kv_at<D>(a.v, j * hd + i);
   }
   const float inv = 1.f / sum;
   for (int64_t i = 0; i < hd; ++i) out[i] *= inv;
+}
+
+void attend_one_any(const detail::AttentionRows& a) {
+  a.kv == DType::BF16 ? attend_one<DType::BF16>(a) : attend_one<DType::F32>(a);
 }
 
 // The widest row kernel whose vector width divides head_dim.
@@ -57,13 +78,17 @@ void (*row_kernel(int64_t hd))(const detail::AttentionRows&) {
   if (isa != Isa::Scalar && hd % 8 == 0) return detail::attend_row_avx2;
 #endif
   (void)hd;
-  return attend_one;
+  return attend_one_any;
 }
 
 }  // namespace
 
-void attention_forward(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t capacity,
-                       int64_t T, int64_t pos0, int64_t n_heads, int64_t n_kv_heads, int64_t hd, ThreadPool& pool) {
+void attention_forward(float* out, const float* q, const void* k_cache, const void* v_cache, int64_t capacity,
+                       int64_t T, int64_t pos0, int64_t n_heads, int64_t n_kv_heads, int64_t hd, ThreadPool& pool,
+                       DType kv_dtype) {
+  if (kv_dtype != DType::F32 && kv_dtype != DType::BF16)
+    throw Error("ERR_ARGUMENT", std::string("attention reads an F32 or BF16 cache, not ") + dtype_name(kv_dtype));
+  const int64_t head_bytes = dtype_row_bytes(kv_dtype, capacity * hd);
   const int64_t group = n_heads / n_kv_heads;
   const float scale = 1.f / std::sqrt(float(hd));
   const int64_t width = n_heads * hd;
@@ -89,14 +114,16 @@ void attention_forward(float* out, const float* q, const float* k_cache, const f
       const int64_t b = fold % 2 == 0 ? fold / 2 : blocks - 1 - fold / 2;
       const int64_t t0 = b * rows_per_item, rows = std::min(rows_per_item, T - t0);
       const int64_t kv = h / group;
-      const float* k = k_cache + kv * capacity * hd;
-      const float* v = v_cache + kv * capacity * hd;
+      const char* k = static_cast<const char*>(k_cache) + kv * head_bytes;
+      const char* v = static_cast<const char*>(v_cache) + kv * head_bytes;
       if (rows == 4 && attend4) {
-        attend4({out + t0 * width + h * hd, q + t0 * width + h * hd, width, k, v, pos0 + t0 + 1, hd, scale, scores.data()});
+        attend4({out + t0 * width + h * hd, q + t0 * width + h * hd, width, k, v, pos0 + t0 + 1, hd, scale,
+                 scores.data(), kv_dtype});
         continue;
       }
       for (int64_t t = t0; t < t0 + rows; ++t)
-        attend({out + t * width + h * hd, q + t * width + h * hd, width, k, v, pos0 + t + 1, hd, scale, scores.data()});
+        attend({out + t * width + h * hd, q + t * width + h * hd, width, k, v, pos0 + t + 1, hd, scale, scores.data(),
+                kv_dtype});
     }
   }, grain);
 }

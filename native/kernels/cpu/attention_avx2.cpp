@@ -5,7 +5,7 @@
 
 namespace dg::detail {
 
-void attend_row_avx2(const AttentionRows& a) { attend_row<Avx2>(a); }
+void attend_row_avx2(const AttentionRows& a) { attend_row_any<Avx2>(a); }
 
 }  // namespace dg::detail
 #endif  // DG_X86

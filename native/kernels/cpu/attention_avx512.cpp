@@ -6,8 +6,8 @@
 
 namespace dg::detail {
 
-void attend_row_avx512(const AttentionRows& a) { attend_row<Avx512>(a); }
-void attend_rows4_avx512(const AttentionRows& a) { attend_rows4<Avx512>(a); }
+void attend_row_avx512(const AttentionRows& a) { attend_row_any<Avx512>(a); }
+void attend_rows4_avx512(const AttentionRows& a) { attend_rows4_any<Avx512>(a); }
 
 }  // namespace dg::detail
 #endif  // DG_X86

@@ -3,20 +3,24 @@
 #pragma once
 #include <cstdint>
 
+#include "core/dtype.h"
+
 namespace dg::detail {
 
 // Consecutive query rows of one head: out_r = softmax(scale * q_r . K[0..n_ctx0 + r))
 // . V[0..n_ctx0 + r). q and out rows are ld floats apart; k, v point at the
-// head's [position][hd] cache rows; scores holds rows * (n_ctx0 + rows - 1) floats.
+// head's [position][hd] cache rows, elements of dtype kv (F32 or BF16, widened
+// to f32 as they are loaded); scores holds rows * (n_ctx0 + rows - 1) floats.
 struct AttentionRows {
   float* out;
   const float* q;
   int64_t ld;
-  const float* k;
-  const float* v;
+  const char* k;
+  const char* v;
   int64_t n_ctx0, hd;
   float scale;
   float* scores;
+  DType kv;
 };
 
 // One row (attend_row_*) or four (attend_rows4_*).

@@ -2,7 +2,8 @@
 // simd_avx2.h / simd_avx512.h: the same math as attend_one in attention.cpp.
 // Scores take one transposing reduction per four keys; the softmax runs over
 // the context in vectors with a polynomial exp; P.V keeps up to four vectors of
-// the output in registers while it streams the V rows.
+// the output in registers while it streams the V rows. K and V are read in the
+// cache's dtype D (F32, or BF16 widened by a 16-bit shift in V::load).
 #pragma once
 #include "kernels/cpu/attention_impl.h"
 
@@ -56,7 +57,7 @@ float softmax_numerators(float* s, int64_t n) {
   return V::reduce1(sum);
 }
 
-template <class V>
+template <class V, DType D>
 void attend_row(const AttentionRows& a) {
   using vec = typename V::vec;
   constexpr int L = V::kLanes;
@@ -68,20 +69,20 @@ void attend_row(const AttentionRows& a) {
   const __m128 scale4 = _mm_set1_ps(a.scale);
   int64_t j = 0;
   for (; j + 4 <= n; j += 4) {
-    const float* k0 = a.k + j * hd;
+    const int64_t k0 = j * hd;
     vec c0 = V::zero(), c1 = V::zero(), c2 = V::zero(), c3 = V::zero();
     for (int64_t d = 0; d < hd; d += L) {
       const vec qv = V::loadf(q + d);
-      c0 = V::fmadd(qv, V::loadf(k0 + d), c0);
-      c1 = V::fmadd(qv, V::loadf(k0 + hd + d), c1);
-      c2 = V::fmadd(qv, V::loadf(k0 + 2 * hd + d), c2);
-      c3 = V::fmadd(qv, V::loadf(k0 + 3 * hd + d), c3);
+      c0 = V::fmadd(qv, V::template load<D>(a.k, k0 + d), c0);
+      c1 = V::fmadd(qv, V::template load<D>(a.k, k0 + hd + d), c1);
+      c2 = V::fmadd(qv, V::template load<D>(a.k, k0 + 2 * hd + d), c2);
+      c3 = V::fmadd(qv, V::template load<D>(a.k, k0 + 3 * hd + d), c3);
     }
     _mm_storeu_ps(s + j, _mm_mul_ps(V::reduce4(c0, c1, c2, c3), scale4));
   }
   for (; j < n; ++j) {
     vec c = V::zero();
-    for (int64_t d = 0; d < hd; d += L) c = V::fmadd(V::loadf(q + d), V::loadf(a.k + j * hd + d), c);
+    for (int64_t d = 0; d < hd; d += L) c = V::fmadd(V::loadf(q + d), V::template load<D>(a.k, j * hd + d), c);
     s[j] = V::reduce1(c) * a.scale;
   }
 
@@ -91,13 +92,13 @@ void attend_row(const AttentionRows& a) {
   for (int64_t d0 = 0; d0 < hd; d0 += 4 * L) {
     const int nv = hd - d0 >= 4 * L ? 4 : int((hd - d0) / L);
     vec o0 = V::zero(), o1 = V::zero(), o2 = V::zero(), o3 = V::zero();
-    const float* vr = a.v + d0;
+    int64_t vr = d0;  // element offset of row j's output slice in V
     for (j = 0; j < n; ++j, vr += hd) {
       const vec p = V::set1(s[j]);
-      o0 = V::fmadd(p, V::loadf(vr), o0);
-      if (nv > 1) o1 = V::fmadd(p, V::loadf(vr + L), o1);
-      if (nv > 2) o2 = V::fmadd(p, V::loadf(vr + 2 * L), o2);
-      if (nv > 3) o3 = V::fmadd(p, V::loadf(vr + 3 * L), o3);
+      o0 = V::fmadd(p, V::template load<D>(a.v, vr), o0);
+      if (nv > 1) o1 = V::fmadd(p, V::template load<D>(a.v, vr + L), o1);
+      if (nv > 2) o2 = V::fmadd(p, V::template load<D>(a.v, vr + 2 * L), o2);
+      if (nv > 3) o3 = V::fmadd(p, V::template load<D>(a.v, vr + 3 * L), o3);
     }
     V::store(a.out + d0, V::mul(o0, inv));
     if (nv > 1) V::store(a.out + d0 + L, V::mul(o1, inv));
@@ -112,7 +113,7 @@ void attend_row(const AttentionRows& a) {
 // keys [0, n_ctx0 + r); the scores of later keys (at most three, all inside
 // the filled cache) are computed, then zeroed after that row's softmax.
 // Needs 16 accumulators + 4 loads live: meant for 32-register ISAs.
-template <class V>
+template <class V, DType D>
 void attend_rows4(const AttentionRows& a) {
   using vec = typename V::vec;
   constexpr int L = V::kLanes;
@@ -125,12 +126,13 @@ void attend_rows4(const AttentionRows& a) {
   const __m128 scale4 = _mm_set1_ps(a.scale);
   int64_t j = 0;
   for (; j + 4 <= n; j += 4) {
-    const float* k0 = a.k + j * hd;
+    const int64_t k0 = j * hd;
     vec c[4][4];
     for (int r = 0; r < 4; ++r)
       for (int kk = 0; kk < 4; ++kk) c[r][kk] = V::zero();
     for (int64_t d = 0; d < hd; d += L) {
-      const vec kv[4] = {V::loadf(k0 + d), V::loadf(k0 + hd + d), V::loadf(k0 + 2 * hd + d), V::loadf(k0 + 3 * hd + d)};
+      const vec kv[4] = {V::template load<D>(a.k, k0 + d), V::template load<D>(a.k, k0 + hd + d),
+                         V::template load<D>(a.k, k0 + 2 * hd + d), V::template load<D>(a.k, k0 + 3 * hd + d)};
       for (int r = 0; r < 4; ++r) {
         const vec qv = V::loadf(q[r] + d);
         for (int kk = 0; kk < 4; ++kk) c[r][kk] = V::fmadd(qv, kv[kk], c[r][kk]);
@@ -141,7 +143,7 @@ void attend_rows4(const AttentionRows& a) {
   for (; j < n; ++j) {
     for (int r = 0; r < 4; ++r) {
       vec c = V::zero();
-      for (int64_t d = 0; d < hd; d += L) c = V::fmadd(V::loadf(q[r] + d), V::loadf(a.k + j * hd + d), c);
+      for (int64_t d = 0; d < hd; d += L) c = V::fmadd(V::loadf(q[r] + d), V::template load<D>(a.k, j * hd + d), c);
       s[r][j] = V::reduce1(c) * a.scale;
     }
   }
@@ -160,10 +162,10 @@ void attend_rows4(const AttentionRows& a) {
     vec o[4][4];
     for (int r = 0; r < 4; ++r)
       for (int b = 0; b < 4; ++b) o[r][b] = V::zero();
-    const float* vr = a.v + d0;
+    int64_t vr = d0;
     for (j = 0; j < n; ++j, vr += hd) {
       vec vv[4];
-      for (int b = 0; b < nv; ++b) vv[b] = V::loadf(vr + b * L);
+      for (int b = 0; b < nv; ++b) vv[b] = V::template load<D>(a.v, vr + b * L);
       for (int r = 0; r < 4; ++r) {
         const vec p = V::set1(s[r][j]);
         for (int b = 0; b < nv; ++b) o[r][b] = V::fmadd(p, vv[b], o[r][b]);
@@ -172,6 +174,16 @@ void attend_rows4(const AttentionRows& a) {
     for (int r = 0; r < 4; ++r)
       for (int b = 0; b < nv; ++b) V::store(a.out + r * a.ld + d0 + b * L, V::mul(o[r][b], inv[r]));
   }
+}
+
+// Each ISA file's entry points: the instantiation for the cache's dtype.
+template <class V>
+void attend_row_any(const AttentionRows& a) {
+  a.kv == DType::BF16 ? attend_row<V, DType::BF16>(a) : attend_row<V, DType::F32>(a);
+}
+template <class V>
+void attend_rows4_any(const AttentionRows& a) {
+  a.kv == DType::BF16 ? attend_rows4<V, DType::BF16>(a) : attend_rows4<V, DType::F32>(a);
 }
 
 }  // namespace
