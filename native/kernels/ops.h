@@ -23,10 +23,11 @@ namespace dg {
 // `bf16_activations`: for BF16 weights x is rounded to BF16 first (round to
 // nearest even), as a BF16 model computes in PyTorch:
 //   y[t][r] = sum_k bf16(x[t][k]) * W[r][k]  (f32 accumulation).
-// With AMX and a width that is a multiple of 32 that runs on tdpbf16ps tiles
-// (matmul_amx.cpp) for every T, so each row's result is independent of T and
-// of the thread split (batch invariant); otherwise the f32 kernels multiply
-// the rounded values. Other dtypes ignore the flag.
+// With AMX, a width that is a multiple of 32 and T >= 4 that runs on
+// tdpbf16ps tiles (matmul_amx.cpp), so each row's result is independent of T
+// (>= 4) and of the thread split; otherwise (one token streams faster through
+// AVX-512) the f32 kernels multiply the rounded values, which differs only in
+// f32 summation order. Other dtypes ignore the flag.
 void linear_forward(float* y, const float* x, const Matrix& w, const float* bias, int64_t T,
                     ThreadPool& pool, bool accumulate = false, bool bf16_activations = false);
 

@@ -67,7 +67,7 @@ class Transformer {
  public:
   // kv_dtype: what its sessions' KV caches hold, F32 or BF16 (see KvCache).
   // bf16_activations: BF16 weight matrices multiply BF16-rounded activations
-  // (linear_forward in ops.h: AMX tiles, batch invariant) instead of f32 ones.
+  // (linear_forward in ops.h: AMX tiles from 4 rows) instead of f32 ones.
   Transformer(ModelConfig cfg, ModelWeights weights, DType kv_dtype = DType::F32, bool bf16_activations = false);
   const ModelConfig& config() const { return cfg_; }
   DType kv_dtype() const { return kv_dtype_; }

@@ -2,7 +2,8 @@
 // `activations: "bfloat16"`): against a float64 reference of
 // sum_k bf16(x[t][k]) * W[r][k] (x rounded in TypeScript, nearest even) on every
 // ISA, with AMX on and off, at odd row / column / token counts; and the AMX
-// path's batch and thread invariance, bit for bit.
+// path's batch and thread invariance, bit for bit (from 4 tokens on; a single
+// token runs the AVX-512 kernel on the same rounded values).
 //
 // Tolerance: every product bf16(x) * w of two BF16 values (8-bit significands)
 // is exact in f32, so the only error is the f32 accumulation over K products
@@ -204,7 +205,7 @@ test("without the flag BF16 weights multiply f32 activations (the flag is what r
 /** Bits of a Float32Array, for exact comparison (NaN-safe, -0 distinct). */
 const bits = (a: Float32Array): number[] => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
 
-test("with AMX each token's row is bit-identical at T = 1 and inside a T = 40 (and T = 17) call", () => {
+test("with AMX each token's row is bit-identical in calls of 4, 17 and 40 tokens; alone (AVX-512) within f32 summation", () => {
   if (!AMX) return;
   const rand = rng(9);
   ops.setIsa("avx512");
@@ -216,15 +217,29 @@ test("with AMX each token's row is bit-identical at T = 1 and inside a T = 40 (a
       [100, 96],
       [33, 32],
     ]) {
-      const { bytes } = encodeBf16(randomF32(rows * cols, rand));
+      const { bytes, exact: w } = encodeBf16(randomF32(rows * cols, rand));
       const bias = randomF32(rows, rand);
       const x = randomF32(40 * cols, rand, 2);
       const all = ops.linear(x, 40, bytes, "BF16", rows, cols, bias, null, true);
       const part = ops.linear(x.subarray(23 * cols), 17, bytes, "BF16", rows, cols, bias, null, true);
-      for (let t = 0; t < 40; t++) {
-        const one = ops.linear(x.slice(t * cols, (t + 1) * cols), 1, bytes, "BF16", rows, cols, bias, null, true);
-        assert.equal(bits(all.subarray(t * rows, (t + 1) * rows)), bits(one), `${rows}x${cols}: token ${t} alone vs in 40`);
-        if (t >= 23) assert.equal(bits(part.subarray((t - 23) * rows, (t - 22) * rows)), bits(one), `${rows}x${cols}: token ${t} in 17`);
+      for (let t0 = 0; t0 < 40; t0 += 4) {
+        // 4 tokens: the fewest that take the tiles (kAmxBf16Tokens).
+        const four = ops.linear(x.slice(t0 * cols, (t0 + 4) * cols), 4, bytes, "BF16", rows, cols, bias, null, true);
+        for (let t = t0; t < t0 + 4; t++) {
+          const mine = four.subarray((t - t0) * rows, (t - t0 + 1) * rows);
+          assert.equal(bits(all.subarray(t * rows, (t + 1) * rows)), bits(mine), `${rows}x${cols}: token ${t} in 4 vs in 40`);
+          if (t >= 23) assert.equal(bits(part.subarray((t - 23) * rows, (t - 22) * rows)), bits(mine), `${rows}x${cols}: token ${t} in 17`);
+          // One token alone runs the AVX-512 kernel on the same rounded values:
+          // only the f32 summation order differs.
+          const xr = x.slice(t * cols, (t + 1) * cols);
+          const one = ops.linear(xr, 1, bytes, "BF16", rows, cols, bias, null, true);
+          for (let r = 0; r < rows; r++) {
+            let mag = Math.abs(bias[r]);
+            for (let k = 0; k < cols; k++) mag += Math.abs(roundBf16(xr[k]) * w[r * cols + k]);
+            const tol = 2 * (cols + 2) * 2 ** -24 * mag;
+            assert.ok(Math.abs(one[r] - mine[r]) <= tol, `${rows}x${cols}: token ${t} row ${r} alone ${one[r]} vs tiles ${mine[r]} (tol ${tol})`);
+          }
+        }
       }
     }
   } finally {

@@ -172,13 +172,13 @@ void activations_to_bf16(const float* x, int64_t T, int64_t K, int64_t t0, int64
   }
 }
 
-// ---- BF16 weights, any token count -----------------------------------------
+// ---- BF16 weights (matmul.cpp sends calls of kAmxBf16Tokens+ tokens) --------
 // Here the weights are the A operand, read straight from their storage (a
 // tile is 16 rows x 32 columns, row stride = the row's bytes), and the
 // activations are the B operand, in pairs (jb.xpairs): for token tile tt and
 // column block kb, 16 K-pairs x 16 tokens. C tiles are 16 rows x 16 tokens.
-// Nothing is packed per call but the activations, so a single token streams
-// the weights once, and each row's result does not depend on how many tokens
+// Nothing is packed per call but the activations, so a few tokens stream the
+// weights once, and each row's result does not depend on how many tokens
 // share the call (every output is the same tile arithmetic in the same order).
 
 void activations_to_bf16_pairs(const float* x, int64_t T, int64_t K, int64_t t0, int64_t t1, unsigned* out) {

@@ -55,10 +55,12 @@ void linear_rows_q_avx512vnni(const LinearJob& job, int64_t r0, int64_t r1);
 // (asks Linux for the tile state once), x rows [t0, t1) to BF16 (rows >= T
 // zero), and the kernel (needs jb.xbf16).
 constexpr int64_t kAmxTokens = 16;
+// BF16 weights with BF16 activations use the tiles from this many tokens on.
+constexpr int64_t kAmxBf16Tokens = 4;
 bool amx_usable();
 void activations_to_bf16(const float* x, int64_t T, int64_t K, int64_t t0, int64_t t1, unsigned short* out);
 void linear_rows_amx(const LinearJob& job, int64_t r0, int64_t r1);
-// BF16 weights (cols a multiple of 32), any T: x rows [t0, t1) of the padded
+// BF16 weights (cols a multiple of 32), T >= kAmxBf16Tokens: x rows [t0, t1) of the padded
 // ceil(T / 16) * 16 into pair tiles (16 K-pairs x 16 tokens per tile, token
 // tile-major, then column block), and the kernel (needs jb.xpairs).
 void activations_to_bf16_pairs(const float* x, int64_t T, int64_t K, int64_t t0, int64_t t1, unsigned* out);
