@@ -126,12 +126,16 @@ void pack_rows(const LinearJob& jb, int64_t b0, int64_t n, int64_t nr, unsigned*
 
 // Adds a 16 x 16 f32 result tile (tokens x rows) into y, skipping padding.
 void emit(const LinearJob& jb, const float* c, int64_t t0, int64_t r0, int64_t r_end) {
+  // A tile row is 16 contiguous outputs of one token: one masked vector each.
+  const int64_t n = r_end - r0 < 16 ? r_end - r0 : 16;
+  if (n <= 0) return;
+  const __mmask16 m = __mmask16((1u << n) - 1u);
+  const __m512 bias = jb.bias ? _mm512_maskz_loadu_ps(m, jb.bias + r0) : _mm512_setzero_ps();
   for (int i = 0; i < 16 && t0 + i < jb.T; ++i) {
-    float* y = jb.y + (t0 + i) * jb.rows;
-    for (int j = 0; j < 16 && r0 + j < r_end; ++j) {
-      const float s = c[i * 16 + j] + (jb.bias ? jb.bias[r0 + j] : 0.f);
-      y[r0 + j] = jb.accumulate ? y[r0 + j] + s : s;
-    }
+    float* y = jb.y + (t0 + i) * jb.rows + r0;
+    __m512 v = _mm512_add_ps(_mm512_load_ps(c + i * 16), bias);
+    if (jb.accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, y), v);
+    _mm512_mask_storeu_ps(y, m, v);
   }
 }
 
