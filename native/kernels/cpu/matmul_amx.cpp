@@ -91,35 +91,28 @@ inline void block_f32(DType t, const char* row, int64_t b, __m512* lo, __m512* h
 void pack_rows(const LinearJob& jb, int64_t b0, int64_t n, int64_t nr, unsigned* tiles) {
   const int64_t K = jb.cols, nkb = K / 32;
   // Row bytes (dtype_row_bytes is an inline helper: not to be instantiated here).
-  const int64_t ldw = jb.dtype == DType::BF16 ? K * 2
-                      : jb.dtype == DType::Q8_0 ? nkb * 34
-                      : jb.dtype == DType::Q4_0 ? nkb * 18
-                                                : K / 256 * 144;
+  const int64_t ldw = jb.dtype == DType::Q8_0 ? nkb * 34 : jb.dtype == DType::Q4_0 ? nkb * 18 : K / 256 * 144;
   const char* w = static_cast<const char*>(jb.w);
-  for (int64_t i = 0; i < nr; ++i) {
-    unsigned* tile_row = tiles + (i / 16) * nkb * 256 + (i % 16);
-    if (i >= n) {
-      for (int64_t kb = 0; kb < nkb; ++kb)
-        for (int p = 0; p < 16; ++p) tile_row[kb * 256 + p * 16] = 0;
-      continue;
-    }
-    const char* row = w + (b0 + i) * ldw;
-    if (jb.dtype == DType::BF16) {  // already BF16 pairs: 32 weights are 16 pairs
-      for (int64_t kb = 0; kb < nkb; ++kb) {
-        alignas(64) unsigned pairs[16];
-        _mm512_store_si512(pairs, _mm512_loadu_si512(row + kb * 64));
-        unsigned* dst = tile_row + kb * 256;
-        for (int p = 0; p < 16; ++p) dst[p * 16] = pairs[p];
-      }
-      continue;
-    }
+  // 16 rows' pairs for one 32-column block, row-major; tile row p is then
+  // column p of it, fetched with one gather and stored as one vector.
+  alignas(64) unsigned pairs[16][16];
+  const __m512i column = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32(16));
+  for (int64_t rt = 0; rt < nr / 16; ++rt) {
     for (int64_t kb = 0; kb < nkb; ++kb) {
-      __m512 lo, hi;
-      block_f32(jb.dtype, row, kb, &lo, &hi);
-      alignas(64) unsigned pairs[16];
-      _mm512_store_si512(pairs, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));  // element 2p, 2p+1 -> pair p
-      unsigned* dst = tile_row + kb * 256;
-      for (int p = 0; p < 16; ++p) dst[p * 16] = pairs[p];
+      for (int64_t i = 0; i < 16; ++i) {
+        const int64_t r = rt * 16 + i;
+        if (r >= n) {
+          _mm512_store_si512(pairs[i], _mm512_setzero_si512());
+          continue;
+        }
+        __m512 lo, hi;
+        block_f32(jb.dtype, w + (b0 + r) * ldw, kb, &lo, &hi);
+        _mm512_store_si512(pairs[i], (__m512i)_mm512_cvtne2ps_pbh(hi, lo));  // element 2p, 2p+1 -> pair p
+      }
+      unsigned* dst = tiles + rt * nkb * 256 + kb * 256;
+      for (int p = 0; p < 16; ++p)
+        _mm512_storeu_si512(dst + p * 16, _mm512_i32gather_epi32(_mm512_add_epi32(column, _mm512_set1_epi32(p)), pairs, 4));
     }
   }
 }
