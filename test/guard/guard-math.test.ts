@@ -8,21 +8,11 @@ import { parameterShapes, type Aggregation } from "../../lib/guard/guard.js";
 import { native } from "../../lib/native.js";
 import { relativeError } from "../support/compare.js";
 import { guardReference, type Params } from "./reference.js";
+import { rng } from "../support/random.js";
 
 const d = 6, m = 3, vocab = 11;
 const LENGTHS = [2, 1, 3];
 const IDS = [4, 7, 4, 0, 10, 7]; // repeated ids: the embedding gradient is scatter-added
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function makeParams(agg: Aggregation, seed: number): Record<string, Float32Array> {
   const r = rng(seed);

@@ -6,6 +6,7 @@ import * as assert from "uvu/assert";
 import { native } from "../../lib/native.js";
 import { relativeError } from "../support/compare.js";
 import { expectError } from "../support/expect.js";
+import { rng } from "../support/random.js";
 
 type DType = "F32" | "F16" | "BF16";
 interface SamplingOptions {
@@ -74,18 +75,6 @@ function forEachIsa(fn: (isa: string) => void): void {
 /** The call throws ERR_ARGUMENT (a JS error, not a crash) with a message matching `message`. */
 function rejects(fn: () => unknown, message?: RegExp): Promise<Error> {
   return expectError(fn, "ERR_ARGUMENT", message);
-}
-
-/** mulberry32: a small seeded generator, so failures reproduce. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function randomF32(n: number, rand: () => number, scale = 1): Float32Array {

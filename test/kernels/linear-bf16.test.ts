@@ -21,6 +21,7 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { native } from "../../lib/native.js";
 import { expectError } from "../support/expect.js";
+import { rng } from "../support/random.js";
 
 interface Ops {
   linear(
@@ -65,16 +66,6 @@ function forEachPath(fn: (path: string) => void): void {
   }
 }
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 /** Values in +-[0.05, 1) * scale: normal, none tiny. */
 function randomF32(n: number, rand: () => number, scale = 1): Float32Array {
   return Float32Array.from({ length: n }, () => (rand() < 0.5 ? -1 : 1) * (0.05 + 0.95 * rand()) * scale);

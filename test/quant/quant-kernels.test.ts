@@ -8,6 +8,7 @@ import * as assert from "uvu/assert";
 import { native } from "../../lib/native.js";
 import { expectError } from "../support/expect.js";
 import { BLOCK_BYTES, QK, decodeMatrix, f16, type Format } from "../support/quant.js";
+import { rng } from "../support/random.js";
 
 interface QuantOps {
   quantize(x: Float32Array, rows: number, cols: number, format: string): Uint8Array;
@@ -46,16 +47,6 @@ function forEachIsa(fn: (isa: string) => void): void {
   }
 }
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 function randomF32(n: number, rand: () => number, scale = 1): Float32Array {
   return Float32Array.from({ length: n }, () => (rand() * 2 - 1) * scale);
 }
