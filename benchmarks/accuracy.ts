@@ -13,29 +13,13 @@
  * unless --out names a file; the recorded results are in benchmarks/results/.
  * The checkpoints are the random bench ones (benchmarks/support/random-checkpoint.ts).
  */
-import { homedir, loadavg } from "node:os";
+import { loadavg } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Model, QUANT_FORMATS, type QuantFormat } from "../lib/index.js";
-import { BENCH_SHAPES, ensureRandomCheckpoint, type BenchShapeName } from "./support/random-checkpoint.js";
+import { BENCH_SHAPES, ensureRandomCheckpoint, type BenchShapeName, BENCH_CACHE_DIR } from "./support/random-checkpoint.js";
 import { defaultOutput, writeResult } from "./support/output.js";
-
-const cacheDir = process.env.DEEPGUARD_BENCH_CACHE ?? join(homedir(), ".cache", "deepguard", "bench");
-
-function logSoftmax(row: Float32Array): Float64Array {
-  let max = -Infinity;
-  for (const v of row) max = Math.max(max, v);
-  let sum = 0;
-  for (const v of row) sum += Math.exp(v - max);
-  const lse = max + Math.log(sum);
-  return Float64Array.from(row, (v) => v - lse);
-}
-
-function argmax(row: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-  return best;
-}
+import { argmax, logSoftmax } from "./support/distribution.js";
 
 interface Acc {
   positions: number;
@@ -64,7 +48,7 @@ async function main(): Promise<void> {
   const formats = values.formats!.split(",") as QuantFormat[];
   for (const f of formats) if (!QUANT_FORMATS.includes(f)) throw new Error(`unknown format ${f}`);
 
-  const dir = await ensureRandomCheckpoint(join(cacheDir, `qwen2-${shapeName}-bf16`), shape, "BF16");
+  const dir = await ensureRandomCheckpoint(join(BENCH_CACHE_DIR, `qwen2-${shapeName}-bf16`), shape, "BF16");
   const base = await Model.load(dir, { mmap: false });
   const layers = [Math.floor(shape.layers / 2), shape.layers];
   const results: Record<string, Acc> = {};

@@ -34,13 +34,13 @@
  */
 import { execFileSync } from "node:child_process";
 import { mkdir, rename, writeFile } from "node:fs/promises";
-import { cpus, homedir, loadavg } from "node:os";
+import { cpus, loadavg } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Model, QUANT_FORMATS, type KvCacheDtype, type QuantFormat } from "../lib/index.js";
 import { native } from "../lib/native.js";
-import { BENCH_SHAPES, ensureRandomCheckpoint, tensorShapes, type BenchShape, type BenchShapeName } from "./support/random-checkpoint.js";
+import { BENCH_SHAPES, ensureRandomCheckpoint, tensorShapes, type BenchShape, type BenchShapeName, BENCH_CACHE_DIR } from "./support/random-checkpoint.js";
 
 type Dtype = "F32" | "BF16";
 type Weights = "mmap" | "read";
@@ -78,8 +78,6 @@ interface Row extends RunResult {
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(here, "..", "..");
-const cacheDir = process.env.DEEPGUARD_BENCH_CACHE ?? join(homedir(), ".cache", "deepguard", "bench");
-
 /** Bytes a decode step must read: each weight matrix once (the tied embedding as lm_head) + K and V caches. */
 function bytesPerToken(s: BenchShape, dtypeSize: number, context: number, kvElemBytes: number): number {
   let weights = 0;
@@ -104,7 +102,7 @@ async function runOne(
   kv: KvFlag,
 ): Promise<RunResult> {
   const shape = BENCH_SHAPES[shapeName];
-  const dir = await ensureRandomCheckpoint(join(cacheDir, `qwen2-${shapeName}-${dtype.toLowerCase()}`), shape, dtype);
+  const dir = await ensureRandomCheckpoint(join(BENCH_CACHE_DIR, `qwen2-${shapeName}-${dtype.toLowerCase()}`), shape, dtype);
   const tLoad = performance.now();
   const kvCacheDtype = KV_FLAGS[kv];
   const model = await Model.load(dir, { mmap: weights === "mmap", ...(quantize ? { quantize } : {}), ...(kvCacheDtype ? { kvCacheDtype } : {}) });

@@ -26,15 +26,14 @@
  * Writes benchmarks/out/guard.json (git-ignored) or --out FILE; the recorded results
  * are benchmarks/results/guard.json.
  */
-import { cpus, homedir, loadavg } from "node:os";
+import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Guard, Model, type HiddenBatchItem } from "../lib/index.js";
 import { native } from "../lib/native.js";
-import { BENCH_SHAPES, ensureRandomCheckpoint } from "./support/random-checkpoint.js";
+import { BENCH_SHAPES, ensureRandomCheckpoint, BENCH_CACHE_DIR } from "./support/random-checkpoint.js";
 import { defaultOutput, writeResult } from "./support/output.js";
 
-const cacheDir = process.env.DEEPGUARD_BENCH_CACHE ?? join(homedir(), ".cache", "deepguard", "bench");
 const BATCHES = [1, 8, 32];
 const LAYERS = [-4, -3, -2, -1];
 
@@ -106,8 +105,8 @@ async function main(): Promise<void> {
   const loadBefore = loadavg();
   console.log(`CPU: ${cpus()[0]?.model} · ${sys.threads} threads · kernels ${sys.isa} · load average ${loadBefore.map((l) => l.toFixed(2)).join(" ")}`);
 
-  const small = await Model.load(await ensureRandomCheckpoint(join(cacheDir, "qwen2-100m-bf16"), BENCH_SHAPES["100m"], "BF16"), { mmap: false });
-  const big = await Model.load(await ensureRandomCheckpoint(join(cacheDir, "qwen2-1.5b-bf16"), BENCH_SHAPES["1.5b"], "BF16"));
+  const small = await Model.load(await ensureRandomCheckpoint(join(BENCH_CACHE_DIR, "qwen2-100m-bf16"), BENCH_SHAPES["100m"], "BF16"), { mmap: false });
+  const big = await Model.load(await ensureRandomCheckpoint(join(BENCH_CACHE_DIR, "qwen2-1.5b-bf16"), BENCH_SHAPES["1.5b"], "BF16"));
 
   const decode: Record<string, { B: number; msPerStep: number; runs: number[] }[]> = { "100m": [] };
   for (const B of BATCHES) {

@@ -24,29 +24,13 @@
  * --decode D (default 256), --out FILE (default benchmarks/out/kv-accuracy[-<shape>].json;
  * recorded results are in benchmarks/results/).
  */
-import { homedir, loadavg } from "node:os";
+import { loadavg } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Model } from "../lib/index.js";
-import { BENCH_SHAPES, ensureRandomCheckpoint, type BenchShapeName } from "./support/random-checkpoint.js";
+import { BENCH_SHAPES, ensureRandomCheckpoint, type BenchShapeName, BENCH_CACHE_DIR } from "./support/random-checkpoint.js";
 import { defaultOutput, writeResult } from "./support/output.js";
-
-const cacheDir = process.env.DEEPGUARD_BENCH_CACHE ?? join(homedir(), ".cache", "deepguard", "bench");
-
-function logSoftmax(row: Float32Array): Float64Array {
-  let max = -Infinity;
-  for (const v of row) max = Math.max(max, v);
-  let sum = 0;
-  for (const v of row) sum += Math.exp(v - max);
-  const lse = max + Math.log(sum);
-  return Float64Array.from(row, (v) => v - lse);
-}
-
-function argmax(row: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-  return best;
-}
+import { argmax, logSoftmax } from "./support/distribution.js";
 
 interface DiffSummary {
   positions: number;
@@ -121,12 +105,12 @@ async function main(): Promise<void> {
     throw new Error("--prompts must be positive integers and --decode a positive integer");
   }
 
-  const dir = await ensureRandomCheckpoint(join(cacheDir, `qwen2-${shapeName}-bf16`), shape, "BF16");
+  const dir = await ensureRandomCheckpoint(join(BENCH_CACHE_DIR, `qwen2-${shapeName}-bf16`), shape, "BF16");
   const f32 = await Model.load(dir, { mmap: false, kvCacheDtype: "float32" });
   const bf16 = await Model.load(dir, { mmap: false, kvCacheDtype: "bfloat16" });
   const f32Weights = values["no-weights"]
     ? null
-    : await Model.load(await ensureRandomCheckpoint(join(cacheDir, `qwen2-${shapeName}-f32`), shape, "F32"), { kvCacheDtype: "float32" });
+    : await Model.load(await ensureRandomCheckpoint(join(BENCH_CACHE_DIR, `qwen2-${shapeName}-f32`), shape, "F32"), { kvCacheDtype: "float32" });
   const sections = {
     prefill: new Diff(),
     decode: new Diff(),

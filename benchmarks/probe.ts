@@ -20,7 +20,7 @@
  * are benchmarks/results/probe.json.
  */
 import { mkdir, rename, stat, symlink, writeFile } from "node:fs/promises";
-import { cpus, homedir, loadavg } from "node:os";
+import { cpus, loadavg } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -28,13 +28,11 @@ import { Dataset, Model, probeLayers, type ProbeReport } from "../lib/index.js";
 import { pairFolds, probeLayer } from "../lib/guard/probe.js";
 import { Random } from "../lib/random.js";
 import { makeTokenizerFiles } from "../test/support/tokenizer-fixture.js";
-import { BENCH_SHAPES, ensureRandomCheckpoint } from "./support/random-checkpoint.js";
+import { BENCH_SHAPES, ensureRandomCheckpoint, BENCH_CACHE_DIR } from "./support/random-checkpoint.js";
 import { defaultOutput, writeResult } from "./support/output.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(here, "..", "..");
-const cacheDir = process.env.DEEPGUARD_BENCH_CACHE ?? join(homedir(), ".cache", "deepguard", "bench");
-
 const { values } = parseArgs({
   options: {
     split: { type: "string", default: "val" },
@@ -56,7 +54,7 @@ const repeats = Math.max(1, Number(values.repeats));
 
 /** The bench checkpoint plus the fixture tokenizer, in a sibling folder of links. */
 async function checkpointWithTokenizer(): Promise<string> {
-  const base = await ensureRandomCheckpoint(join(cacheDir, `qwen2-100m-${dtype.toLowerCase()}`), BENCH_SHAPES["100m"], dtype);
+  const base = await ensureRandomCheckpoint(join(BENCH_CACHE_DIR, `qwen2-100m-${dtype.toLowerCase()}`), BENCH_SHAPES["100m"], dtype);
   const dir = `${base}-tokenizer`;
   if (await stat(join(dir, "tokenizer.json")).then(() => true, () => false)) return dir;
   const tmp = `${dir}.tmp-${process.pid}`;

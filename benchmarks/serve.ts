@@ -21,17 +21,16 @@
  * results were written with --out benchmarks/results/serve.json).
  */
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
-import { cpus, homedir, loadavg, tmpdir } from "node:os";
+import { cpus, loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Model } from "../lib/index.js";
 import { native } from "../lib/native.js";
-import { BENCH_SHAPES, ensureRandomCheckpoint, type BenchShapeName } from "./support/random-checkpoint.js";
+import { BENCH_SHAPES, ensureRandomCheckpoint, type BenchShapeName, BENCH_CACHE_DIR } from "./support/random-checkpoint.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(here, "..", "..");
-const cacheDir = process.env.DEEPGUARD_BENCH_CACHE ?? join(homedir(), ".cache", "deepguard", "bench");
 /** Prompt lengths cycled through by the requests of a run. */
 const PROMPT_MIX = [16, 48, 128, 32, 96, 8, 64, 24];
 
@@ -149,7 +148,7 @@ async function main(): Promise<void> {
   const activationsUsed: Record<string, string> = {};
   for (const shape of shapes) {
     const newTokens = values.tokens ? list("tokens", values.tokens)[0] : shape === "100m" ? 32 : 16;
-    const dir = await ensureRandomCheckpoint(join(cacheDir, `qwen2-${shape}-bf16`), BENCH_SHAPES[shape], "BF16");
+    const dir = await ensureRandomCheckpoint(join(BENCH_CACHE_DIR, `qwen2-${shape}-bf16`), BENCH_SHAPES[shape], "BF16");
     const model = await Model.load(dir, { activations });
     activationsUsed[shape] = model.info.activations;
     await model.complete([1, 2, 3, 4], { maxTokens: 4, stopOnEos: false }); // fault the weights in

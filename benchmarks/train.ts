@@ -28,7 +28,7 @@
  * are benchmarks/results/train.json.
  */
 import { execFileSync } from "node:child_process";
-import { cpus, homedir, loadavg } from "node:os";
+import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -36,12 +36,11 @@ import { Guard, Model } from "../lib/index.js";
 import { native } from "../lib/native.js";
 import { LoraParameters, trainForward } from "../lib/train/lora.js";
 import { encodeTensor } from "../lib/io/dtype.js";
-import { BENCH_SHAPES, ensureRandomCheckpoint, tensorShapes } from "./support/random-checkpoint.js";
+import { BENCH_SHAPES, ensureRandomCheckpoint, tensorShapes, BENCH_CACHE_DIR } from "./support/random-checkpoint.js";
 import { defaultOutput, writeResult } from "./support/output.js";
 
 type Dtype = "F32" | "BF16";
 type Kind = "generation" | "full";
-const cacheDir = process.env.DEEPGUARD_BENCH_CACHE ?? join(homedir(), ".cache", "deepguard", "bench");
 const shape = BENCH_SHAPES["100m"];
 const ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] as const;
 
@@ -73,7 +72,7 @@ function forwardFlops(T: number): { gemm: number; attention: number } {
 }
 
 async function runOne(kind: Kind, recompute: boolean, dtype: Dtype, T: number, repeats: number): Promise<RunResult[]> {
-  const dir = await ensureRandomCheckpoint(join(cacheDir, `qwen2-100m-${dtype.toLowerCase()}`), shape, dtype);
+  const dir = await ensureRandomCheckpoint(join(BENCH_CACHE_DIR, `qwen2-100m-${dtype.toLowerCase()}`), shape, dtype);
   const model = await Model.load(dir);
   const lora = LoraParameters.create(model, { rank: 16, alpha: 32, targetModules: [...ALL] }, 1);
   for (const [k, p] of Object.entries(lora.parameters())) if (k.includes("lora_B")) p.fill(1e-3);

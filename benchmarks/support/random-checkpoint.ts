@@ -3,9 +3,13 @@
  * generated on demand and cached outside the repository).
  */
 import { mkdir, rename, rm, stat, writeFile } from "node:fs/promises";
+import { homedir } from "node:os";
 import { join } from "node:path";
 import { encodeTensor } from "../../lib/io/dtype.js";
 import { writeSafetensors } from "../../lib/io/safetensors.js";
+
+/** Where benchmarks keep their random checkpoints (DEEPGUARD_BENCH_CACHE, default ~/.cache/deepguard/bench). */
+export const BENCH_CACHE_DIR = process.env.DEEPGUARD_BENCH_CACHE ?? join(homedir(), ".cache", "deepguard", "bench");
 
 export interface BenchShape {
   hidden: number;
