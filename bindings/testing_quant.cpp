@@ -12,6 +12,7 @@
 #include "core/thread_pool.h"
 #include "kernels/ops.h"
 #include "quant/formats.h"
+#include "quant/layout.h"
 #include "quant/quantize.h"
 
 namespace dg_bind {
@@ -73,8 +74,11 @@ Napi::Value Dequantize(const Napi::CallbackInfo& info) {
   if (int64_t(w.ByteLength()) != MatrixBytes(env, t, rows, cols)) Bad(env, "bytes has the wrong length for rows x cols");
   auto out = Napi::Float32Array::New(env, size_t(rows * cols));
   Guarded(env, [&] {
-    for (int64_t r = 0; r < rows; ++r)
-      dg::dequantize_row(t, w.Data() + r * dg::dtype_row_bytes(t, cols), out.Data() + r * cols, cols);
+    std::vector<char> blocks(size_t(dg::dtype_row_bytes(t, cols)));
+    for (int64_t r = 0; r < rows; ++r) {
+      dg::gather_row(dg::quant_row(w.Data(), t, rows, cols, r), t, cols / dg::dtype_block_elems(t), blocks.data());
+      dg::dequantize_row(t, blocks.data(), out.Data() + r * cols, cols);
+    }
   });
   return out;
 }

@@ -10,7 +10,8 @@ namespace dg {
 
 // A row-major [rows][cols] matrix in its stored dtype; rows are contiguous.
 // Linear weights follow the PyTorch convention [out_features][in_features].
-// A block-quantized row is cols / dtype_block_elems(dtype) blocks.
+// A block-quantized matrix stores cols / dtype_block_elems(dtype) blocks per
+// row in groups of rows (quant/layout.h): use quant_row, not row_ptr, for it.
 struct Matrix {
   const void* data = nullptr;
   DType dtype = DType::F32;

@@ -14,7 +14,8 @@ namespace dg {
 namespace {
 
 constexpr char kMagic[8] = {'D', 'G', 'Q', 'U', 'A', 'N', 'T', '1'};
-constexpr uint32_t kVersion = 1;
+// 2: rows in groups of 16 (quant/layout.h); version 1 files are rebuilt.
+constexpr uint32_t kVersion = 2;
 
 struct Header {
   char magic[8];

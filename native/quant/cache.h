@@ -3,12 +3,12 @@
 //
 // File layout (little-endian):
 //   char     magic[8] = "DGQUANT1"
-//   uint32   version = 1
+//   uint32   version = 2
 //   uint32   format            requested DType (Q8_0 = 3, Q4_0 = 4, Q4_K = 5)
 //   uint64   fingerprint       of the source (see quant_fingerprint)
 //   uint64   n                 number of matrices, in quant_targets() order
 //   n x { uint32 dtype; uint32 zero; uint64 rows; uint64 cols; uint64 offset; uint64 bytes }
-//   the matrices' blocks (formats.h layouts), each at its offset (a multiple of 64)
+//   the matrices' blocks (formats.h blocks in layout.h's row groups), each at its offset (a multiple of 64)
 // The file ends exactly after the last matrix. A file that does not match the
 // checkpoint in any of these (missing, another version or format, another
 // fingerprint, other matrices or shapes, a wrong size) is ignored and rebuilt;

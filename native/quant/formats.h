@@ -1,7 +1,9 @@
 // Block-quantized weight formats, byte-compatible with GGUF's blocks of the same
-// names (so a quantized matrix can be written into a .gguf file as is). A row of
-// `cols` weights is cols / QK consecutive blocks; every multi-byte field is
-// little-endian; scales are IEEE half (f16).
+// names. A row of `cols` weights is cols / QK blocks; every multi-byte field is
+// little-endian; scales are IEEE half (f16). In a matrix the rows are stored in
+// groups of 16, each block column's headers before its codes (quant/layout.h);
+// quantize_row and dequantize_row take a row's blocks contiguous, as below
+// (gather_row / scatter_row convert), which is also GGUF's row layout.
 //
 // Q8_0  (QK = 32, 34 bytes = 8.5 bits per weight)
 //   { f16 d; int8 q[32]; }                      w[i] = d * q[i]

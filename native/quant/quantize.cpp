@@ -9,6 +9,7 @@
 #include <string>
 
 #include "quant/formats.h"
+#include "quant/layout.h"
 
 namespace dg {
 
@@ -49,13 +50,14 @@ DType quant_format_for(DType requested, DType stored, int64_t cols) {
 void quantize_matrix(const Matrix& src, DType fmt, uint8_t* dst, ThreadPool& pool,
                      const std::function<void(int64_t)>& progress) {
   if (dtype_is_quantized(src.dtype)) throw Error("ERR_ARGUMENT", "quantize_matrix: the source is already quantized");
-  const int64_t K = src.cols, ldq = dtype_row_bytes(fmt, K);
+  const int64_t K = src.cols;
   // Chunks of ~4 MiB of source so progress moves and threads share the work.
   const int64_t chunk = std::max<int64_t>(1, (int64_t(4) << 20) / std::max<int64_t>(1, K * int64_t(dtype_size(src.dtype))));
   for (int64_t c0 = 0; c0 < src.rows; c0 += chunk) {
     const int64_t c1 = std::min(src.rows, c0 + chunk);
     pool.parallel_for(c1 - c0, [&](int64_t i0, int64_t i1) {
       std::vector<float> row(static_cast<size_t>(K));
+      std::vector<uint8_t> blocks(static_cast<size_t>(dtype_row_bytes(fmt, K)));
       for (int64_t r = c0 + i0; r < c0 + i1; ++r) {
         const char* s = src.row_ptr(r);
         switch (src.dtype) {
@@ -70,7 +72,8 @@ void quantize_matrix(const Matrix& src, DType fmt, uint8_t* dst, ThreadPool& poo
           default:
             for (int64_t k = 0; k < K; ++k) row[size_t(k)] = load_as_f32(s, src.dtype, k);
         }
-        quantize_row(fmt, row.data(), dst + r * ldq, K);
+        quantize_row(fmt, row.data(), blocks.data(), K);
+        scatter_row(blocks.data(), fmt, dst, src.rows, K, r);
       }
     }, std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(K, 1)));
     if (progress) progress(c1);

@@ -7,7 +7,7 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { native } from "../../lib/native.js";
 import { expectError } from "../support/expect.js";
-import { BLOCK_BYTES, QK, decodeMatrix, f16, type Format } from "../support/quant.js";
+import { BLOCK_BYTES, HEADER_BYTES, QK, decodeMatrix, f16, type Format } from "../support/quant.js";
 import { rng } from "../support/random.js";
 
 interface QuantOps {
@@ -54,7 +54,7 @@ function randomF32(n: number, rand: () => number, scale = 1): Float32Array {
 for (const f of FORMATS) {
   test(`${f}: bytes follow the documented layout and the error stays within the format's bound`, () => {
     const rand = rng(11);
-    const rows = 5;
+    const rows = 21; // a full row group and a group of 5
     const cols = QK[f] * 3;
     const x = randomF32(rows * cols, rand, 0.7);
     x[3] = 2.5; // an outlier in one block
@@ -77,6 +77,33 @@ for (const f of FORMATS) {
     assert.ok(worstRatio > 0.2, "the test input exercises rounding");
   });
 }
+
+test("rows are stored in groups of 16, each block column's headers before its codes", () => {
+  for (const f of FORMATS) {
+    const rand = rng(12);
+    const rows = 37; // groups of 16, 16 and 5
+    const per = 3;
+    const cols = QK[f] * per;
+    const x = randomF32(rows * cols, rand, 0.7);
+    const bytes = ops.quantize(x, rows, cols, f);
+    const B = BLOCK_BYTES[f];
+    const H = HEADER_BYTES[f];
+    for (let r = 0; r < rows; r++) {
+      // A one-row matrix is a lone group: its blocks are contiguous, GGUF's row layout.
+      const alone = ops.quantize(x.subarray(r * cols, (r + 1) * cols), 1, cols, f);
+      const g0 = r - (r % 16);
+      const n = Math.min(16, rows - g0);
+      const j = r - g0;
+      for (let k = 0; k < per; k++) {
+        const column = g0 * per * B + k * n * B;
+        const header = bytes.subarray(column + j * H, column + (j + 1) * H);
+        const codes = bytes.subarray(column + n * H + j * (B - H), column + n * H + (j + 1) * (B - H));
+        assert.equal([...header], [...alone.subarray(k * B, k * B + H)], `${f} row ${r} block ${k} header`);
+        assert.equal([...codes], [...alone.subarray(k * B + H, (k + 1) * B)], `${f} row ${r} block ${k} codes`);
+      }
+    }
+  }
+});
 
 test("q8_0: a block's scale is max|x| / 127 (in f16) and its codes are round(x / d)", () => {
   const x = Float32Array.from({ length: 32 }, (_, i) => (i - 16) * 0.25);
@@ -154,11 +181,16 @@ function activationBound(x: Float32Array, w: Float64Array, T: number, rows: numb
 }
 
 // Sizes: row tails (rows % 4), token tiles and their tails (T up to 9), odd block counts.
+// One token on whole row groups (rows 50 and 160: Q8_0's decode kernel, the
+// last split across pool threads), with a partial group after them.
 // The last ones are prefill-sized calls (16+ tokens), wide and long enough to
 // be split across pool threads, with token and row counts that are not
 // multiples of the AMX tiles (16 / 32).
 const SHAPES: { T: number; rows: number; blocks: number }[] = [
   { T: 1, rows: 7, blocks: 3 },
+  { T: 1, rows: 50, blocks: 5 },
+  { T: 1, rows: 160, blocks: 0 },
+  { T: 2, rows: 33, blocks: 3 },
   { T: 3, rows: 13, blocks: 1 },
   { T: 9, rows: 37, blocks: 5 },
   { T: 67, rows: 6, blocks: 0 },

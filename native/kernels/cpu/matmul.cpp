@@ -89,9 +89,11 @@ void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, i
     case Isa::Scalar: break;
   }
 #endif
-  // Threads split the output rows of all matrices in groups of 4 (the SIMD tile
-  // height); group g of the concatenation belongs to the output whose first
-  // group is the largest first[i] <= g.
+  // Threads split the output rows of all matrices in groups of kRows (16: a
+  // quantized matrix's row group, quant/layout.h, and a multiple of every SIMD
+  // tile's height); group g of the concatenation belongs to the output whose
+  // first group is the largest first[i] <= g.
+  constexpr int64_t kRows = 16;
 #if defined(DG_X86)
   const bool amx_on = amx_active();
   const bool amx = T >= detail::kAmxTokens && amx_on;
@@ -125,7 +127,7 @@ void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, i
     jobs.push_back({o.y, bf16_round ? nullptr : x, o.w.data, o.w.dtype, o.w.rows, o.w.cols, o.bias, T, o.accumulate});
     fns.push_back(q ? rows_q_fn : bf16 && !bf16_round ? detail::linear_rows_bf16_amx : rows_fn);
     first.push_back(groups);
-    groups += (o.w.rows + 3) / 4;
+    groups += (o.w.rows + kRows - 1) / kRows;
     bytes += o.w.rows * dtype_row_bytes(o.w.dtype, cols);
   }
   if (groups == 0) return;
@@ -182,15 +184,15 @@ void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, i
   // A chunk should be worth waking a thread for: ~64k multiply-adds when the
   // call is compute-bound (prefill), ~16 KiB of weights when it streams them
   // (decode), whichever comes first.
-  const int64_t macs_per_group = 4 * std::max<int64_t>(cols, 1) * T;
+  const int64_t macs_per_group = kRows * std::max<int64_t>(cols, 1) * T;
   const int64_t bytes_per_group = std::max<int64_t>(1, bytes / groups);
   const int64_t grain = std::max<int64_t>(1, std::min((int64_t(1) << 16) / macs_per_group, (int64_t(1) << 14) / bytes_per_group));
   pool.parallel_for(groups, [&](int64_t g0, int64_t g1) {
     size_t j = size_t(std::upper_bound(first.begin(), first.end(), g0) - first.begin()) - 1;
     for (; j < jobs.size() && first[j] < g1; ++j) {
       const int64_t lo = std::max(g0, first[j]) - first[j];
-      const int64_t hi = std::min(g1 - first[j], (jobs[j].rows + 3) / 4);
-      fns[j](jobs[j], 4 * lo, std::min(4 * hi, jobs[j].rows));
+      const int64_t hi = std::min(g1 - first[j], (jobs[j].rows + kRows - 1) / kRows);
+      fns[j](jobs[j], kRows * lo, std::min(kRows * hi, jobs[j].rows));
     }
   }, grain);
 }

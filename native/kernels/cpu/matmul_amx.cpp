@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "kernels/cpu/matmul_impl.h"
+#include "quant/layout.h"
 
 namespace dg::detail {
 namespace {
@@ -49,23 +50,21 @@ inline float h2f(const char* p) {
 }
 
 // 32 dequantized weights of 32-block b of a row, as f32 in two vectors.
-inline void block_f32(DType t, const char* row, int64_t b, __m512* lo, __m512* hi) {
+inline void block_f32(DType t, const QuantRow& row, int64_t b, __m512* lo, __m512* hi) {
   if (t == DType::Q8_0) {
-    const char* blk = row + b * 34;
-    const __m512 d = _mm512_set1_ps(h2f(blk));
-    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
+    const __m512 d = _mm512_set1_ps(h2f(row.hdr + b * row.stride));
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row.codes + b * row.stride));
     *lo = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(q))));
     *hi = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(q, 1))));
   } else if (t == DType::Q4_0) {
-    const char* blk = row + b * 18;
-    const __m512 d = _mm512_set1_ps(h2f(blk));
-    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
+    const __m512 d = _mm512_set1_ps(h2f(row.hdr + b * row.stride));
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row.codes + b * row.stride));
     const __m128i m = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
     const __m128i n0 = _mm_sub_epi8(_mm_and_si128(v, m), eight), n1 = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m), eight);
     *lo = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(n0)));
     *hi = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(n1)));
   } else {  // Q4_K
-    const char* sb = row + (b / 8) * 144;
+    const char* sb = row.hdr + (b / 8) * row.stride;
     const int j = int(b % 8);
     const unsigned char* s = reinterpret_cast<const unsigned char*>(sb + 4);
     int sc, mn;
@@ -77,7 +76,7 @@ inline void block_f32(DType t, const char* row, int64_t b, __m512* lo, __m512* h
       mn = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
     }
     const __m512 a = _mm512_set1_ps(h2f(sb) * float(sc)), o = _mm512_set1_ps(-h2f(sb + 2) * float(mn));
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + 16 + 32 * (j / 2)));
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row.codes + (b / 8) * row.stride + 32 * (j / 2)));
     const __m256i n = (j & 1) ? _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(15))
                               : _mm256_and_si256(v, _mm256_set1_epi8(15));
     *lo = _mm512_fmadd_ps(a, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(n))), o);
@@ -90,15 +89,14 @@ inline void block_f32(DType t, const char* row, int64_t b, __m512* lo, __m512* h
 // as 16 K-pairs x 16 rows of (w[2p], w[2p + 1]). Rows past n are zero.
 void pack_rows(const LinearJob& jb, int64_t b0, int64_t n, int64_t nr, unsigned* tiles) {
   const int64_t K = jb.cols, nkb = K / 32;
-  // Row bytes (dtype_row_bytes is an inline helper: not to be instantiated here).
-  const int64_t ldw = jb.dtype == DType::Q8_0 ? nkb * 34 : jb.dtype == DType::Q4_0 ? nkb * 18 : K / 256 * 144;
-  const char* w = static_cast<const char*>(jb.w);
   // 16 rows' pairs for one 32-column block, row-major; tile row p is then
   // column p of it, fetched with one gather and stored as one vector.
   alignas(64) unsigned pairs[16][16];
   const __m512i column = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                             _mm512_set1_epi32(16));
   for (int64_t rt = 0; rt < nr / 16; ++rt) {
+    QuantRow row[16];
+    for (int64_t i = 0; i < 16 && rt * 16 + i < n; ++i) row[i] = quant_row(jb.w, jb.dtype, jb.rows, K, b0 + rt * 16 + i);
     for (int64_t kb = 0; kb < nkb; ++kb) {
       for (int64_t i = 0; i < 16; ++i) {
         const int64_t r = rt * 16 + i;
@@ -107,7 +105,7 @@ void pack_rows(const LinearJob& jb, int64_t b0, int64_t n, int64_t nr, unsigned*
           continue;
         }
         __m512 lo, hi;
-        block_f32(jb.dtype, w + (b0 + r) * ldw, kb, &lo, &hi);
+        block_f32(jb.dtype, row[i], kb, &lo, &hi);
         _mm512_store_si512(pairs[i], (__m512i)_mm512_cvtne2ps_pbh(hi, lo));  // element 2p, 2p+1 -> pair p
       }
       unsigned* dst = tiles + rt * nkb * 256 + kb * 256;

@@ -15,6 +15,7 @@
 
 #include "kernels/cpu/matmul_impl.h"
 #include "quant/formats.h"
+#include "quant/layout.h"
 
 namespace dg::detail {
 
@@ -43,19 +44,22 @@ void quantize_acts_rows(const float* x, int64_t K, int64_t t0, int64_t t1, int8_
 namespace {
 
 // The integer codes n and the affine pair (a, o) of 32-block b of a row.
-void decode_block(DType t, const char* row, int64_t b, int32_t* n, float* a, float* o) {
+void decode_block(DType t, const QuantRow& row, int64_t b, int32_t* n, float* a, float* o) {
   if (t == DType::Q8_0) {
-    const BlockQ8_0& blk = reinterpret_cast<const BlockQ8_0*>(row)[b];
+    BlockQ8_0 blk;
+    read_block(row, t, b, &blk);
     for (int i = 0; i < 32; ++i) n[i] = blk.q[i];
     *a = f16_to_f32(blk.d);
     *o = 0.f;
   } else if (t == DType::Q4_0) {
-    const BlockQ4_0& blk = reinterpret_cast<const BlockQ4_0*>(row)[b];
+    BlockQ4_0 blk;
+    read_block(row, t, b, &blk);
     for (int i = 0; i < 16; ++i) n[i] = (blk.qs[i] & 15) - 8, n[i + 16] = (blk.qs[i] >> 4) - 8;
     *a = f16_to_f32(blk.d);
     *o = 0.f;
   } else {
-    const BlockQ4_K& blk = reinterpret_cast<const BlockQ4_K*>(row)[b / 8];
+    BlockQ4_K blk;
+    read_block(row, t, b / 8, &blk);
     const int j = int(b % 8);
     int sc, m;
     q4k_scale_min(blk.scales, j, &sc, &m);
@@ -69,11 +73,11 @@ void decode_block(DType t, const char* row, int64_t b, int32_t* n, float* a, flo
 }  // namespace
 
 void linear_rows_q_scalar(const LinearJob& jb, int64_t r0, int64_t r1) {
-  const int64_t K = jb.cols, nb = K / 32, ldw = dtype_row_bytes(jb.dtype, K);
+  const int64_t K = jb.cols, nb = K / 32;
   const QuantActs& x = *jb.qx;
   int32_t n[32];
   for (int64_t r = r0; r < r1; ++r) {
-    const char* row = static_cast<const char*>(jb.w) + r * ldw;
+    const QuantRow row = quant_row(jb.w, jb.dtype, jb.rows, K, r);
     float* acc = thread_scratch(jb.T);
     for (int64_t t = 0; t < jb.T; ++t) acc[t] = 0.f;
     for (int64_t b = 0; b < nb; ++b) {

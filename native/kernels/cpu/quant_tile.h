@@ -36,6 +36,7 @@
 
 #include "kernels/cpu/matmul_impl.h"
 #include "kernels/cpu/matmul_tile.h"
+#include "quant/layout.h"
 
 namespace dg::detail {
 namespace {
@@ -55,34 +56,37 @@ inline float qhsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// Per-format access to a row: kQK elements and kBytes per super-block of kSub
-// 32-blocks; prepare() reads a super-block's scales, load() a 32-block's codes.
+// Per-format access to a (super-)block of kSub 32-blocks (quant/layout.h):
+// prepare() reads its scales from the header, load() a 32-block's codes.
 struct FmtQ8_0 {
-  static constexpr int kSub = 1, kBytes = 34, kOffset = 0;
+  static constexpr int kSub = 1, kOffset = 0;
+  static constexpr DType kType = DType::Q8_0;
   static constexpr bool kSigned = true, kMins = false;
-  static void prepare(const char* sb, float* a, float*) { a[0] = qhalf(sb); }
-  static __m256i load(const char* sb, int) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + 2)); }
+  static void prepare(const char* h, float* a, float*) { a[0] = qhalf(h); }
+  static __m256i load(const char* c, int) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)); }
 };
 
 struct FmtQ4_0 {
-  static constexpr int kSub = 1, kBytes = 18, kOffset = 8;
+  static constexpr int kSub = 1, kOffset = 8;
+  static constexpr DType kType = DType::Q4_0;
   static constexpr bool kSigned = false, kMins = false;
-  static void prepare(const char* sb, float* a, float*) { a[0] = qhalf(sb); }
-  static __m256i load(const char* sb, int) {
-    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sb + 2));
+  static void prepare(const char* h, float* a, float*) { a[0] = qhalf(h); }
+  static __m256i load(const char* c, int) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c));
     const __m128i m = _mm_set1_epi8(15);
     return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
   }
 };
 
 struct FmtQ4_K {
-  static constexpr int kSub = 8, kBytes = 144, kOffset = 0;
+  static constexpr int kSub = 8, kOffset = 0;
+  static constexpr DType kType = DType::Q4_K;
   static constexpr bool kSigned = false, kMins = true;
   // a[j] = d * sc[j]; o[j] = -dmin * m[j]. The 6-bit fields are unpacked
   // with 32-bit masks (as llama.cpp does) into 8 scale bytes then 8 min bytes.
-  static void prepare(const char* sb, float* a, float* o) {
+  static void prepare(const char* h, float* a, float* o) {
     unsigned u[4];
-    __builtin_memcpy(u, sb + 4, 12);
+    __builtin_memcpy(u, h + 4, 12);
     u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
     const unsigned mins_lo = u[1] & 0x3f3f3f3fu;
     u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
@@ -91,39 +95,43 @@ struct FmtQ4_K {
     const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(u));
     const __m256 sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
     const __m256 m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(v, 8)));
-    _mm256_storeu_ps(a, _mm256_mul_ps(sc, _mm256_set1_ps(qhalf(sb))));
-    _mm256_storeu_ps(o, _mm256_mul_ps(m, _mm256_set1_ps(-qhalf(sb + 2))));
+    _mm256_storeu_ps(a, _mm256_mul_ps(sc, _mm256_set1_ps(qhalf(h))));
+    _mm256_storeu_ps(o, _mm256_mul_ps(m, _mm256_set1_ps(-qhalf(h + 2))));
   }
-  static __m256i load(const char* sb, int j) {
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + 16 + 32 * (j / 2)));
+  static __m256i load(const char* c, int j) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32 * (j / 2)));
     const __m256i m = _mm256_set1_epi8(15);
     return (j & 1) ? _mm256_and_si256(_mm256_srli_epi16(v, 4), m) : _mm256_and_si256(v, m);
   }
 };
 
-// y[t][j] (+)= row j . token t for t < TM, j < NR, over all K (a multiple of
-// 32 * F::kSub). `pf`, when set, is prefetched in step with the rows.
+// y[t][r + j] (+)= row r + j . token t for t < TM, j < NR, over all K (a
+// multiple of 32 * F::kSub). With pf > 0 the bytes pf past each block are
+// prefetched in step with the rows.
 template <class V, class F, int TM, int NR>
-void qtile(const LinearJob& jb, int64_t t0, int64_t r, const char* w, int64_t ldw, const char* pf) {
+void qtile(const LinearJob& jb, int64_t t0, int64_t r, int64_t pf) {
   const int64_t K = jb.cols, nb = K / 32, nsb = nb / F::kSub;
+  QuantRow row[NR];
+  for (int j = 0; j < NR; ++j) row[j] = quant_row(jb.w, F::kType, jb.rows, K, r + j);
   const QuantActs& x = *jb.qx;
   constexpr int kBias = F::kOffset + (F::kSigned ? V::kSignedBias : 0);
   __m256 acc[TM][NR];
   for (int t = 0; t < TM; ++t)
     for (int j = 0; j < NR; ++j) acc[t][j] = _mm256_setzero_ps();
   for (int64_t sb = 0; sb < nsb; ++sb) {
-    const char* blk[NR];
+    const char* codes[NR];
     float a[NR][F::kSub], o[NR][F::kSub];
     for (int j = 0; j < NR; ++j) {
-      blk[j] = w + j * ldw + sb * F::kBytes;
-      F::prepare(blk[j], a[j], o[j]);
-      if (pf) _mm_prefetch(pf + j * ldw + sb * F::kBytes, _MM_HINT_T0);
+      const char* hdr = row[j].hdr + sb * row[j].stride;
+      codes[j] = row[j].codes + sb * row[j].stride;
+      F::prepare(hdr, a[j], o[j]);
+      if (pf) _mm_prefetch(codes[j] + pf, _MM_HINT_T0);
     }
     for (int sub = 0; sub < F::kSub; ++sub) {
       const int64_t b = sb * F::kSub + sub;
       __m256i wv[NR];
       for (int j = 0; j < NR; ++j) {
-        wv[j] = F::load(blk[j], sub);
+        wv[j] = F::load(codes[j], sub);
         if constexpr (F::kSigned) wv[j] = V::prep_s8(wv[j]);
       }
       __m256 av[NR];
@@ -161,11 +169,11 @@ void qtile(const LinearJob& jb, int64_t t0, int64_t r, const char* w, int64_t ld
 }
 
 template <class V, class F, int NR, int TM = V::kTM>
-void qtile_tokens(int64_t tm, const LinearJob& jb, int64_t t0, int64_t r, const char* w, int64_t ldw, const char* pf) {
+void qtile_tokens(int64_t tm, const LinearJob& jb, int64_t t0, int64_t r, int64_t pf) {
   if constexpr (TM > 1) {
-    if (tm < TM) return qtile_tokens<V, F, NR, TM - 1>(tm, jb, t0, r, w, ldw, pf);
+    if (tm < TM) return qtile_tokens<V, F, NR, TM - 1>(tm, jb, t0, r, pf);
   }
-  qtile<V, F, TM, NR>(jb, t0, r, w, ldw, pf);
+  qtile<V, F, TM, NR>(jb, t0, r, pf);
 }
 
 constexpr int64_t kQPrefetchTiles = 4;
@@ -173,9 +181,9 @@ constexpr int64_t kQPrefetchTiles = 4;
 // Rows [r0, r1) in blocks that stay in L2 while every token tile passes.
 template <class V, class F>
 void qrows(const LinearJob& jb, int64_t r0, int64_t r1) {
-  const int64_t K = jb.cols, ldw = K / (32 * F::kSub) * F::kBytes;
-  const char* w = static_cast<const char*>(jb.w);
-  const bool streaming = jb.T <= V::kTM;
+  const int64_t K = jb.cols, ldw = K / (32 * F::kSub) * qblock_bytes(F::kType);
+  // Decode streams the weights: prefetch as far ahead as 4 tiles of rows.
+  const int64_t pf = jb.T <= V::kTM ? kQPrefetchTiles * kQNR * ldw : 0;
   int64_t rb = (256 * 1024 / (ldw > 0 ? ldw : 1)) / kQNR * kQNR;
   rb = rb < kQNR ? kQNR : rb;
   for (int64_t b0 = r0; b0 < r1; b0 += rb) {
@@ -183,25 +191,21 @@ void qrows(const LinearJob& jb, int64_t r0, int64_t r1) {
     for (int64_t t0 = 0; t0 < jb.T; t0 += V::kTM) {
       const int64_t tm = jb.T - t0 < V::kTM ? jb.T - t0 : V::kTM;
       int64_t r = b0;
-      for (; r + kQNR <= b1; r += kQNR) {
-        const char* wr = w + r * ldw;
-        qtile_tokens<V, F, kQNR>(tm, jb, t0, r, wr, ldw, streaming ? wr + kQPrefetchTiles * kQNR * ldw : nullptr);
-      }
-      for (; r < b1; ++r) qtile_tokens<V, F, 1>(tm, jb, t0, r, w + r * ldw, ldw, nullptr);
+      for (; r + kQNR <= b1; r += kQNR) qtile_tokens<V, F, kQNR>(tm, jb, t0, r, pf);
+      for (; r < b1; ++r) qtile_tokens<V, F, 1>(tm, jb, t0, r, 0);
     }
   }
 }
 
 // dst[k] = weight k of a row of K (K whole super-blocks of F), rounded to f16.
 template <class F>
-void dequant_row(const char* row, int64_t K, unsigned short* dst) {
+void dequant_row(const QuantRow& row, int64_t K, unsigned short* dst) {
   const int64_t nsb = K / (32 * F::kSub);
   for (int64_t sb = 0; sb < nsb; ++sb) {
-    const char* blk = row + sb * F::kBytes;
     float a[F::kSub], o[F::kSub];
-    F::prepare(blk, a, o);
+    F::prepare(row.hdr + sb * row.stride, a, o);
     for (int sub = 0; sub < F::kSub; ++sub) {
-      const __m256i v = F::load(blk, sub);  // 32 codes (Q8_0 signed)
+      const __m256i v = F::load(row.codes + sb * row.stride, sub);  // 32 codes (Q8_0 signed)
       const __m256 av = _mm256_set1_ps(a[sub]);
       const __m256 ov = _mm256_set1_ps(F::kMins ? o[sub] : 0.f);
       const __m256i off = _mm256_set1_epi32(F::kOffset);
@@ -227,14 +231,13 @@ void dequant_row(const char* row, int64_t K, unsigned short* dst) {
 // the formats' steps.
 template <class FV, class F>
 void qrows_prefill(const LinearJob& jb, int64_t r0, int64_t r1) {
-  const int64_t K = jb.cols, ldq = K / (32 * F::kSub) * F::kBytes;
+  const int64_t K = jb.cols;
   int64_t rb = (192 * 1024 / 2 / (K > 0 ? K : 1)) / kQNR * kQNR;
   rb = rb < kQNR ? kQNR : rb > 256 ? 256 : rb;
   unsigned short* buf = reinterpret_cast<unsigned short*>(thread_scratch((rb * K + 1) / 2));
-  const char* w = static_cast<const char*>(jb.w);
   for (int64_t b0 = r0; b0 < r1; b0 += rb) {
     const int64_t b1 = r1 - b0 < rb ? r1 : b0 + rb;
-    for (int64_t r = b0; r < b1; ++r) dequant_row<F>(w + r * ldq, K, buf + (r - b0) * K);
+    for (int64_t r = b0; r < b1; ++r) dequant_row<F>(quant_row(jb.w, F::kType, jb.rows, K, r), K, buf + (r - b0) * K);
     rows<FV, DType::F16>(jb, reinterpret_cast<const char*>(buf), K * 2, b0, b1, nullptr);
   }
 }
