@@ -360,17 +360,29 @@ test("rope rotates the two halves of every head", () => {
   }
 });
 
-test("swiglu is silu(gate) * up, finite for large gates", () => {
+test("swiglu is silu(gate) * up on every ISA, finite for large gates, NaN for NaN", () => {
   const rand = rng(6);
-  for (const n of [1, 17, 1000]) {
+  for (const n of [1, 7, 17, 1000]) {
     const gate = randomF32(n, rand, 8);
     if (n > 1) [gate[0], gate[1]] = [-100, 100]; // exp(-g) overflows / vanishes
     const up = randomF32(n, rand);
     const expected = Float64Array.from(gate, (g, i) => (g / (1 + Math.exp(-g))) * up[i]);
-    const out = ops.swiglu(gate, up);
-    assert.ok(out.every(Number.isFinite));
-    assert.ok(relativeError(out, expected) <= TOL);
+    forEachIsa((isa) => {
+      const out = ops.swiglu(gate, up);
+      assert.ok(out.every(Number.isFinite), isa);
+      assert.ok(relativeError(out, expected) <= TOL, `${isa} n=${n}: ${relativeError(out, expected)}`);
+      for (let i = 0; i < n; i++) {
+        // Elementwise too: ~1 ulp of exp, so a few f32 ulps of the result.
+        const tol = 4e-7 * Math.abs(expected[i]) + 1e-30;
+        assert.ok(Math.abs(out[i] - expected[i]) <= tol, `${isa} n=${n} at ${i}: ${out[i]} vs ${expected[i]}`);
+      }
+    });
   }
+  const gate = Float32Array.from([NaN, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, NaN]);
+  forEachIsa((isa) => {
+    const out = ops.swiglu(gate, new Float32Array(gate.length).fill(1));
+    assert.ok(Number.isNaN(out[0]) && Number.isNaN(out[16]) && out.slice(1, 16).every(Number.isFinite), isa);
+  });
 });
 
 test("addInplace adds elementwise into its first argument", () => {

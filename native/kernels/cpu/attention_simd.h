@@ -6,30 +6,10 @@
 // cache's dtype D (F32, or BF16 widened by a 16-bit shift in V::load).
 #pragma once
 #include "kernels/cpu/attention_impl.h"
+#include "kernels/cpu/simd_math.h"
 
 namespace dg::detail {
 namespace {
-
-// e^x for x <= 0 (softmax after max subtraction): Cephes expf, ~1 ulp. Inputs
-// below -87.3 are clamped there (result ~1e-38 rather than a denormal or 0).
-// NaN stays NaN, as in the scalar kernel: x86 max returns its second operand
-// when either is NaN, so the constant goes first. (With x first, a NaN score
-// became a finite weight on AVX2/AVX-512 and gave finite, wrong outputs.)
-template <class V>
-typename V::vec exp_nonpositive(typename V::vec x) {
-  x = V::max(V::set1(-87.33654f), x);
-  const typename V::vec n = V::round(V::mul(x, V::set1(1.44269504088896341f)));
-  typename V::vec r = V::fnmadd(n, V::set1(0.693359375f), x);  // x - n ln2, in two parts
-  r = V::fnmadd(n, V::set1(-2.12194440e-4f), r);
-  typename V::vec p = V::set1(1.9875691500e-4f);
-  p = V::fmadd(p, r, V::set1(1.3981999507e-3f));
-  p = V::fmadd(p, r, V::set1(8.3334519073e-3f));
-  p = V::fmadd(p, r, V::set1(4.1665795894e-2f));
-  p = V::fmadd(p, r, V::set1(1.6666665459e-1f));
-  p = V::fmadd(p, r, V::set1(5.0000001201e-1f));
-  p = V::fmadd(p, V::mul(r, r), V::add(r, V::set1(1.f)));
-  return V::scale_pow2(p, n);
-}
 
 // s[0..n) = exp(s - max(s)) in place; returns their sum. Tails are padded with
 // -inf lanes, which neither change the max nor add to the sum.

@@ -72,6 +72,10 @@ struct Avx2 {
   static vec sub(vec a, vec b) { return _mm256_sub_ps(a, b); }
   static vec mul(vec a, vec b) { return _mm256_mul_ps(a, b); }
   static vec max(vec a, vec b) { return _mm256_max_ps(a, b); }
+  static vec min(vec a, vec b) { return _mm256_min_ps(a, b); }
+  static vec div(vec a, vec b) { return _mm256_div_ps(a, b); }
+  // a where g < 0, else b.
+  static vec select_negative(vec g, vec a, vec b) { return _mm256_blendv_ps(b, a, _mm256_cmp_ps(g, zero(), _CMP_LT_OQ)); }
   static float reduce_max(vec v) {
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     m = _mm_max_ps(m, _mm_movehl_ps(m, m));

@@ -86,6 +86,10 @@ struct Avx512 {
   static vec sub(vec a, vec b) { return _mm512_sub_ps(a, b); }
   static vec mul(vec a, vec b) { return _mm512_mul_ps(a, b); }
   static vec max(vec a, vec b) { return _mm512_max_ps(a, b); }
+  static vec min(vec a, vec b) { return _mm512_min_ps(a, b); }
+  static vec div(vec a, vec b) { return _mm512_div_ps(a, b); }
+  // a where g < 0, else b.
+  static vec select_negative(vec g, vec a, vec b) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(g, zero(), _CMP_LT_OQ), b, a); }
   static float reduce_max(vec v) { return _mm512_reduce_max_ps(v); }
   // For exp_nonpositive (attention_simd.h): round to nearest, and v * 2^n.
   static vec round(vec v) { return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
