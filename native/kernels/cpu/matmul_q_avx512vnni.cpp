@@ -4,14 +4,15 @@
 // Q8_0 codes are flipped to unsigned (w + 128); the tile starts each integer
 // sum at -128 * sum(q) to pay that back.
 //
-// One token on Q8_0 (decode) has its own kernel over whole 16-row groups
-// (quant/layout.h), on 512-bit vectors: per block column, the 16 rows' scales
-// are one f16 vector (times dx), and the codes of rows 2p and 2p + 1 one
-// 64-byte vector, dotted with the token's 32 codes in both halves. Its 8 int32
-// lanes per row start at -16 * sum(q) (so a row's lanes pay back -128 * sum(q)),
-// are converted, and are scaled by the row's scale (a vpermps of the scale
-// vector) into f32 accumulators: about 3 instructions per 32 weights instead
-// of 10, which measured 19.5 -> 26 GB/s streamed (the machine read 27 GB/s).
+// One token on Q8_0 or Q4_0 (decode) has its own kernel over whole 16-row
+// groups (quant/layout.h), on 512-bit vectors: per block column, the 16 rows'
+// scales are one f16 vector (times dx), and a 64-byte load holds the codes of
+// two rows (Q8_0) or four (Q4_0, as low and high nibbles), dotted with the
+// token's codes broadcast to each row's lanes. A row's int32 lanes start so
+// that together they pay back the codes' offset (-128 or -8 times sum(q)), are
+// converted, and are scaled by the row's scale (a vpermps of the scale vector)
+// into f32 accumulators: about 3 instructions per 32 weights instead of 10;
+// streamed Q8_0 went 19.5 -> 26 GB/s with the machine reading 27.
 #if defined(DG_X86)
 #include "kernels/cpu/simd_avx512.h"
 #include "kernels/cpu/quant_tile.h"
@@ -31,45 +32,80 @@ struct QVnni {
   static __m256i dot_s8(__m256i acc, __m256i w, __m256i q) { return _mm256_dpbusd_epi32(acc, w, q); }
 };
 
+// One block column of a 16-row group against the token's block b, per format:
+// kBytes of the column, kAccs f32 accumulators of 16 / kAccs rows each (row j
+// in accumulator j / (16 / kAccs), a lane range of its own).
+struct GroupQ8_0 {
+  static constexpr int64_t kBytes = 544;  // 16 f16 scales, then 16 x 32 codes
+  static constexpr int kAccs = 8;         // rows 2p, 2p + 1: 8 lanes each
+  static void column(const char* col, const QuantActs& x, int64_t b, __m512* acc) {
+    const __m512 sc = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(col))),
+                                    _mm512_set1_ps(x.d[b]));
+    const __m512i xv = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + 32 * b)));
+    // Codes made unsigned (+128): a row's 8 lanes pay back -128 * sum(q).
+    const __m512i init = _mm512_set1_epi32(-16 * x.s[b]);
+    const __m512i flip = _mm512_set1_epi8(char(0x80));
+    for (int p = 0; p < 8; ++p) {
+      const __m512i wv = _mm512_xor_si512(_mm512_loadu_si512(col + 32 + 64 * p), flip);
+      const __m512 dot = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(init, wv, xv));
+      const int a = 2 * p, c = 2 * p + 1;
+      const __m512 s2 = _mm512_permutexvar_ps(_mm512_set_epi32(c, c, c, c, c, c, c, c, a, a, a, a, a, a, a, a), sc);
+      acc[p] = _mm512_fmadd_ps(dot, s2, acc[p]);
+    }
+  }
+};
+
+struct GroupQ4_0 {
+  static constexpr int64_t kBytes = 288;  // 16 f16 scales, then 16 x 16 bytes of nibbles
+  static constexpr int kAccs = 4;         // rows 4p .. 4p + 3: 4 lanes (one 128-bit lane) each
+  static void column(const char* col, const QuantActs& x, int64_t b, __m512* acc) {
+    const __m512 sc = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(col))),
+                                    _mm512_set1_ps(x.d[b]));
+    // Low nibbles are elements 0-15, high nibbles 16-31 (formats.h).
+    const __m512i xlo = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x.q + 32 * b)));
+    const __m512i xhi = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x.q + 32 * b + 16)));
+    // Codes n stand for n - 8: a row's 4 lanes pay back -8 * sum(q).
+    const __m512i init = _mm512_set1_epi32(-2 * x.s[b]);
+    const __m512i m = _mm512_set1_epi8(15);
+    for (int p = 0; p < 4; ++p) {
+      const __m512i v = _mm512_loadu_si512(col + 32 + 64 * p);
+      __m512i d = _mm512_dpbusd_epi32(init, _mm512_and_si512(v, m), xlo);
+      d = _mm512_dpbusd_epi32(d, _mm512_and_si512(_mm512_srli_epi16(v, 4), m), xhi);
+      const int r0 = 4 * p, r1 = r0 + 1, r2 = r0 + 2, r3 = r0 + 3;
+      const __m512 s4 = _mm512_permutexvar_ps(
+          _mm512_set_epi32(r3, r3, r3, r3, r2, r2, r2, r2, r1, r1, r1, r1, r0, r0, r0, r0), sc);
+      acc[p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), s4, acc[p]);
+    }
+  }
+};
+
 // y[r] (+)= row r . x for the rows of whole groups [g0, g1) (g0 a multiple of 16).
-void q8_0_decode_groups(const LinearJob& jb, int64_t g0, int64_t g1) {
-  const int64_t K = jb.cols, nb = K / 32, group_bytes = nb * 544;
-  const QuantActs& x = *jb.qx;
-  const __m512i flip = _mm512_set1_epi8(char(0x80));
+template <class G>
+void decode_groups(const LinearJob& jb, int64_t g0, int64_t g1) {
+  const int64_t nb = jb.cols / 32, group_bytes = nb * G::kBytes;
   const char* w = static_cast<const char*>(jb.w);
   for (int64_t r = g0; r < g1; r += 16) {
     const char* g = w + r / 16 * group_bytes;
-    __m512 acc[8];
-    for (int p = 0; p < 8; ++p) acc[p] = _mm512_setzero_ps();
+    __m512 acc[G::kAccs];
+    for (int p = 0; p < G::kAccs; ++p) acc[p] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
-      const char* col = g + b * 544;  // 16 f16 scales, then 16 x 32 codes
+      const char* col = g + b * G::kBytes;
       // Far ahead into L2 (the memory's latency), near ahead into L1.
-      for (int c = 0; c < 544; c += 64) {
+      for (int64_t c = 0; c < G::kBytes; c += 64) {
         _mm_prefetch(col + kFarPrefetch + c, _MM_HINT_T1);
         _mm_prefetch(col + kNearPrefetch + c, _MM_HINT_T0);
       }
-      const __m512 sc = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(col))),
-                                      _mm512_set1_ps(x.d[b]));
-      const __m512i xv = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + 32 * b)));
-      const __m512i init = _mm512_set1_epi32(-16 * x.s[b]);
-      for (int p = 0; p < 8; ++p) {
-        const __m512i wv = _mm512_xor_si512(_mm512_loadu_si512(col + 32 + 64 * p), flip);
-        const __m512 dot = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(init, wv, xv));
-        const __m512 s2 = _mm512_permutexvar_ps(_mm512_set_epi32(2 * p + 1, 2 * p + 1, 2 * p + 1, 2 * p + 1, 2 * p + 1,
-                                                                 2 * p + 1, 2 * p + 1, 2 * p + 1, 2 * p, 2 * p, 2 * p,
-                                                                 2 * p, 2 * p, 2 * p, 2 * p, 2 * p),
-                                                sc);
-        acc[p] = _mm512_fmadd_ps(dot, s2, acc[p]);
-      }
+      G::column(col, *jb.qx, b, acc);
     }
-    float* y = jb.y + r;
-    for (int p = 0; p < 8; ++p) {
-      float s[2] = {qhsum(_mm512_castps512_ps256(acc[p])), qhsum(_mm512_extractf32x8_ps(acc[p], 1))};
-      for (int h = 0; h < 2; ++h) {
-        const int64_t j = 2 * p + h;
-        const float v = s[h] + (jb.bias ? jb.bias[r + j] : 0.f);
-        y[j] = jb.accumulate ? y[j] + v : v;
-      }
+    alignas(64) float lanes[G::kAccs][16];
+    for (int p = 0; p < G::kAccs; ++p) _mm512_store_ps(lanes[p], acc[p]);
+    constexpr int kLanes = G::kAccs;  // lanes per row: 16 * kAccs lanes over 16 rows
+    for (int j = 0; j < 16; ++j) {
+      const float* l = &lanes[0][0] + j * kLanes;  // row j's lanes, in order
+      float v = 0.f;
+      for (int i = 0; i < kLanes; ++i) v += l[i];
+      if (jb.bias) v += jb.bias[r + j];
+      jb.y[r + j] = jb.accumulate ? jb.y[r + j] + v : v;
     }
   }
 }
@@ -77,13 +113,14 @@ void q8_0_decode_groups(const LinearJob& jb, int64_t g0, int64_t g1) {
 }  // namespace
 
 void linear_rows_q_avx512vnni(const LinearJob& jb, int64_t r0, int64_t r1) {
-  if (jb.dtype == DType::Q8_0 && jb.T == 1) {
+  if (jb.T == 1 && (jb.dtype == DType::Q8_0 || jb.dtype == DType::Q4_0)) {
     // Whole groups through the group kernel, the rows around them (a thread's
     // share that starts or ends inside a group, a last partial group) through the tile.
     const int64_t up = (r0 + 15) / 16 * 16, g0 = up < r1 ? up : r1;
     const int64_t down = (r1 < jb.rows ? r1 : jb.rows) / 16 * 16, g1 = down > g0 ? down : g0;
     if (r0 < g0) linear_rows_q<QVnni, Avx512>(jb, r0, g0);
-    q8_0_decode_groups(jb, g0, g1);
+    if (jb.dtype == DType::Q8_0) decode_groups<GroupQ8_0>(jb, g0, g1);
+    else decode_groups<GroupQ4_0>(jb, g0, g1);
     if (g1 < r1) linear_rows_q<QVnni, Avx512>(jb, g1, r1);
     return;
   }
