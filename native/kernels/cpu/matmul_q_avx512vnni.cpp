@@ -4,11 +4,11 @@
 // Q8_0 codes are flipped to unsigned (w + 128); the tile starts each integer
 // sum at -128 * sum(q) to pay that back.
 //
-// One token on Q8_0 or Q4_0 (decode) has its own kernel over whole 16-row
-// groups (quant/layout.h), on 512-bit vectors: per block column, the 16 rows'
-// scales are one f16 vector (times dx), and a 64-byte load holds the codes of
-// two rows (Q8_0) or four (Q4_0, as low and high nibbles), dotted with the
-// token's codes broadcast to each row's lanes. A row's int32 lanes start so
+// One token (decode) has its own kernel over whole 16-row groups
+// (quant/layout.h), on 512-bit vectors: per block column, the 16 rows' scales
+// are one f16 vector (times dx), and a 64-byte load holds the codes of two
+// rows (Q8_0) or four (Q4_0, as low and high nibbles), dotted with the token's
+// codes broadcast to each row's lanes (Q4_K: see GroupQ4_K). A row's int32 lanes start so
 // that together they pay back the codes' offset (-128 or -8 times sum(q)), are
 // converted, and are scaled by the row's scale (a vpermps of the scale vector)
 // into f32 accumulators: about 3 instructions per 32 weights instead of 10;
@@ -33,10 +33,10 @@ struct QVnni {
 };
 
 // One block column of a 16-row group against the token's block b, per format:
-// kBytes of the column, kAccs f32 accumulators of 16 / kAccs rows each (row j
-// in accumulator j / (16 / kAccs), a lane range of its own).
+// kElems weights and kBytes per column, kAccs f32 accumulators of 16 / kAccs
+// rows each (row j in accumulator j / (16 / kAccs), a lane range of its own).
 struct GroupQ8_0 {
-  static constexpr int64_t kBytes = 544;  // 16 f16 scales, then 16 x 32 codes
+  static constexpr int64_t kElems = 32, kBytes = 544;  // 16 f16 scales, then 16 x 32 codes
   static constexpr int kAccs = 8;         // rows 2p, 2p + 1: 8 lanes each
   static void column(const char* col, const QuantActs& x, int64_t b, __m512* acc) {
     const __m512 sc = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(col))),
@@ -56,7 +56,7 @@ struct GroupQ8_0 {
 };
 
 struct GroupQ4_0 {
-  static constexpr int64_t kBytes = 288;  // 16 f16 scales, then 16 x 16 bytes of nibbles
+  static constexpr int64_t kElems = 32, kBytes = 288;  // 16 f16 scales, then 16 x 16 bytes of nibbles
   static constexpr int kAccs = 4;         // rows 4p .. 4p + 3: 4 lanes (one 128-bit lane) each
   static void column(const char* col, const QuantActs& x, int64_t b, __m512* acc) {
     const __m512 sc = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(col))),
@@ -79,10 +79,70 @@ struct GroupQ4_0 {
   }
 };
 
+// Q4_K has 8 sub-blocks per column, each with its own 6-bit scale and min:
+// the 16 headers are unpacked together (four rows per vector, as
+// FmtQ4_K::prepare does for one), and each row's 128 bytes are two 64-byte
+// loads whose low and high nibbles hold two sub-blocks each (sub-blocks 0 | 2,
+// 1 | 3, 4 | 6, 5 | 7), dotted with the token's codes arranged the same way
+// once per column.
+struct GroupQ4_K {
+  static constexpr int64_t kElems = 256, kBytes = 2304;  // 16 x 16 header bytes, then 16 x 128 bytes of nibbles
+  static constexpr int kAccs = 16;                       // one per row
+  static void column(const char* col, const QuantActs& x, int64_t sb, __m512* acc) {
+    const int8_t* q = x.q + 256 * sb;
+    auto pair = [q](int lo, int hi) {
+      return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * lo))),
+                                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * hi)), 1);
+    };
+    const __m512i x02 = pair(0, 2), x13 = pair(1, 3), x46 = pair(4, 6), x57 = pair(5, 7);
+    // Lanes 0-7 take sub-block lo's scale, 8-15 sub-block hi's.
+    auto spread = [](int lo, int hi) { return _mm512_set_epi32(hi, hi, hi, hi, hi, hi, hi, hi, lo, lo, lo, lo, lo, lo, lo, lo); };
+    const __m512i i02 = spread(0, 2), i13 = spread(1, 3), i46 = spread(4, 6), i57 = spread(5, 7);
+    const __m256 dx = _mm256_loadu_ps(x.d + 8 * sb), ds = _mm256_loadu_ps(x.ds + 8 * sb);
+    const __m512i m = _mm512_set1_epi8(15);
+    // Row j's header is 128-bit lane j % 4 of vector j / 4: dwords (d, dmin),
+    // u0, u1, u2 (the 12 scale bytes); unpacked to sc[0..7], m[0..7] in bytes.
+    alignas(64) unsigned char scm[16][16];
+    for (int k = 0; k < 4; ++k) {
+      const __m512i h = _mm512_loadu_si512(col + 64 * k);
+      const __m512i u0 = _mm512_shuffle_epi32(h, _MM_PERM_BBBB), u1 = _mm512_shuffle_epi32(h, _MM_PERM_CCCC),
+                    u2 = _mm512_shuffle_epi32(h, _MM_PERM_DDDD);
+      const __m512i m6 = _mm512_set1_epi32(0x3f3f3f3f), m4 = _mm512_set1_epi32(0x0f0f0f0f), m2 = _mm512_set1_epi32(0x03030303);
+      const __m512i sc_lo = _mm512_and_si512(u0, m6), m_lo = _mm512_and_si512(u1, m6);
+      const __m512i sc_hi = _mm512_or_si512(_mm512_and_si512(u2, m4), _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u0, 6), m2), 4));
+      const __m512i m_hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u2, 4), m4),
+                                           _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u1, 6), m2), 4));
+      __m512i v = _mm512_mask_blend_epi32(0x2222, sc_lo, sc_hi);
+      v = _mm512_mask_blend_epi32(0x4444, v, m_lo);
+      v = _mm512_mask_blend_epi32(0x8888, v, m_hi);
+      _mm512_store_si512(scm[4 * k], v);
+    }
+    for (int j = 0; j < 16; ++j) {
+      const __m128i b = _mm_load_si128(reinterpret_cast<const __m128i*>(scm[j]));
+      const __m256 sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b)), mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(b, 8)));
+      const __m512 as = _mm512_castps256_ps512(_mm256_mul_ps(sc, _mm256_mul_ps(_mm256_set1_ps(qhalf(col + 16 * j)), dx)));
+      const __m256 o = _mm256_mul_ps(mn, _mm256_set1_ps(-qhalf(col + 16 * j + 2)));  // -dmin m per sub-block
+      const char* c = col + 256 + 128 * j;
+      const __m512i v0 = _mm512_loadu_si512(c), v1 = _mm512_loadu_si512(c + 64);
+      const __m512i z = _mm512_setzero_si512();
+      const __m512i d02 = _mm512_dpbusd_epi32(z, _mm512_and_si512(v0, m), x02);
+      const __m512i d13 = _mm512_dpbusd_epi32(z, _mm512_and_si512(_mm512_srli_epi16(v0, 4), m), x13);
+      const __m512i d46 = _mm512_dpbusd_epi32(z, _mm512_and_si512(v1, m), x46);
+      const __m512i d57 = _mm512_dpbusd_epi32(z, _mm512_and_si512(_mm512_srli_epi16(v1, 4), m), x57);
+      __m512 r = _mm512_zextps256_ps512(_mm256_mul_ps(o, ds));  // the mins' term
+      r = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d02), _mm512_permutexvar_ps(i02, as), r);
+      r = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d13), _mm512_permutexvar_ps(i13, as), r);
+      r = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d46), _mm512_permutexvar_ps(i46, as), r);
+      r = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d57), _mm512_permutexvar_ps(i57, as), r);
+      acc[j] = _mm512_add_ps(acc[j], r);
+    }
+  }
+};
+
 // y[r] (+)= row r . x for the rows of whole groups [g0, g1) (g0 a multiple of 16).
 template <class G>
 void decode_groups(const LinearJob& jb, int64_t g0, int64_t g1) {
-  const int64_t nb = jb.cols / 32, group_bytes = nb * G::kBytes;
+  const int64_t nb = jb.cols / G::kElems, group_bytes = nb * G::kBytes;
   const char* w = static_cast<const char*>(jb.w);
   for (int64_t r = g0; r < g1; r += 16) {
     const char* g = w + r / 16 * group_bytes;
@@ -113,14 +173,15 @@ void decode_groups(const LinearJob& jb, int64_t g0, int64_t g1) {
 }  // namespace
 
 void linear_rows_q_avx512vnni(const LinearJob& jb, int64_t r0, int64_t r1) {
-  if (jb.T == 1 && (jb.dtype == DType::Q8_0 || jb.dtype == DType::Q4_0)) {
+  if (jb.T == 1) {
     // Whole groups through the group kernel, the rows around them (a thread's
     // share that starts or ends inside a group, a last partial group) through the tile.
     const int64_t up = (r0 + 15) / 16 * 16, g0 = up < r1 ? up : r1;
     const int64_t down = (r1 < jb.rows ? r1 : jb.rows) / 16 * 16, g1 = down > g0 ? down : g0;
     if (r0 < g0) linear_rows_q<QVnni, Avx512>(jb, r0, g0);
     if (jb.dtype == DType::Q8_0) decode_groups<GroupQ8_0>(jb, g0, g1);
-    else decode_groups<GroupQ4_0>(jb, g0, g1);
+    else if (jb.dtype == DType::Q4_0) decode_groups<GroupQ4_0>(jb, g0, g1);
+    else decode_groups<GroupQ4_K>(jb, g0, g1);
     if (g1 < r1) linear_rows_q<QVnni, Avx512>(jb, g1, r1);
     return;
   }
