@@ -100,9 +100,11 @@ void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, i
   // One token streams its weights faster through the AVX-512 kernel (measured
   // ~8% at decode, 100M model); from a few rows on the tiles win.
   const bool bf16_amx = amx_on && T >= detail::kAmxBf16Tokens && cols % 32 == 0;
+  // Fewer tokens: AVX512-BF16 dot products (every AMX CPU has them).
+  const bool bf16_dot = amx_on && !bf16_amx && T < detail::kAmxBf16Tokens;
   if (amx) rows_q_fn = detail::linear_rows_amx;
 #else
-  const bool amx_on = false, amx = false, bf16_amx = false;
+  const bool amx_on = false, amx = false, bf16_amx = false, bf16_dot = false;
 #endif
   std::vector<detail::LinearJob> jobs;
   std::vector<RowsFn> fns;
@@ -119,13 +121,13 @@ void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, i
                                       dtype_name(o.w.dtype) + " blocks of " + std::to_string(dtype_block_elems(o.w.dtype)));
     quantized = quantized || q;
     // BF16 activations: AMX tiles from kAmxBf16Tokens tokens on when the
-    // width is whole 32-column blocks, else x rounded to BF16 for the f32
-    // kernels (bf16_round).
+    // width is whole 32-column blocks, AVX512-BF16 dot products for fewer
+    // tokens, else x rounded to BF16 for the f32 kernels (bf16_round).
     const bool bf16 = bf16_activations && o.w.dtype == DType::BF16;
-    const bool bf16_round = bf16 && !bf16_amx;
+    const bool bf16_round = bf16 && !bf16_amx && !bf16_dot;
     any_bf16 = any_bf16 || bf16;
     jobs.push_back({o.y, bf16_round ? nullptr : x, o.w.data, o.w.dtype, o.w.rows, o.w.cols, o.bias, T, o.accumulate});
-    fns.push_back(q ? rows_q_fn : bf16 && !bf16_round ? detail::linear_rows_bf16_amx : rows_fn);
+    fns.push_back(q ? rows_q_fn : !bf16 || bf16_round ? rows_fn : bf16_amx ? detail::linear_rows_bf16_amx : detail::linear_rows_bf16_dot);
     first.push_back(groups);
     groups += (o.w.rows + kRows - 1) / kRows;
     bytes += o.w.rows * dtype_row_bytes(o.w.dtype, cols);
@@ -136,9 +138,11 @@ void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, i
   thread_local std::vector<float> xd, xds;
   thread_local std::vector<int32_t> xs;
   detail::QuantActs qx{};
-  // BF16 activations for BF16 weights: pair tiles for AMX; without AMX, x
-  // rounded to BF16 (and widened back) for the f32 kernels, the same values.
+  // BF16 activations for BF16 weights: pair tiles for AMX; BF16 rows for the
+  // dot-product kernel; without either, x rounded to BF16 (and widened back)
+  // for the f32 kernels, the same values.
   thread_local std::vector<unsigned> xp;
+  thread_local std::vector<unsigned short> xh;
   thread_local std::vector<float> xr;
   if (any_bf16) {
     if (bf16_amx) {
@@ -148,6 +152,10 @@ void linear_forward_many(const LinearOutput* outs, int n_outs, const float* x, i
       pool.parallel_for(Tp, [&](int64_t t0, int64_t t1) { detail::activations_to_bf16_pairs(x, T, cols, t0, t1, out); },
                         std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(cols, 1)));
       for (auto& jb : jobs) jb.xpairs = out;
+    } else if (bf16_dot) {
+      xh.resize(size_t(T * cols));
+      detail::activations_to_bf16(x, T, cols, 0, T, xh.data());
+      for (auto& jb : jobs) jb.xbf16 = xh.data();
     } else {
       xr.resize(size_t(T * cols));
       for (int64_t i = 0; i < T * cols; ++i) xr[size_t(i)] = bf16_to_f32(f32_to_bf16(x[i]));

@@ -11,7 +11,7 @@
 // quantization step of every format (Q8_0: max|w| / 254 per block).
 //
 // Uses only intrinsics and plain code inside an anonymous namespace, except the
-// three entry points declared in matmul_impl.h.
+// entry points declared in matmul_impl.h.
 #if defined(DG_X86)
 // GCC 12's AVX-512 intrinsic headers trip -Wmaybe-uninitialized on their own
 // undefined-vector placeholders.
@@ -345,6 +345,64 @@ void linear_rows_amx(const LinearJob& jb, int64_t r0, int64_t r1) {
     }
   }
   _tile_release();
+}
+
+
+// ---- BF16 weights, fewer than kAmxBf16Tokens tokens (decode) ----------------
+// One 16 x 16 tile per token would waste 15 of its 16 columns, so a decode
+// step streams the weights through vdpbf16ps instead (AVX512-BF16, which every
+// AMX CPU has): 32 weights x 32 BF16 activations (jb.xbf16) per instruction,
+// the pair's two exact products added to an f32 lane, against the widen and two
+// FMAs per 32 weights of the f32 kernel on rounded x. Prefetches run 16 rows
+// ahead into L2, as the quantized decode kernels' do.
+namespace {
+
+template <int TM, int NR>
+void bf16_dot_tile(const LinearJob& jb, int64_t r) {
+  const int64_t K = jb.cols, full = K / 32 * 32;
+  const unsigned short* w = static_cast<const unsigned short*>(jb.w) + r * K;
+  const unsigned short* x = jb.xbf16;
+  __m512 acc[TM][NR];
+  for (int t = 0; t < TM; ++t)
+    for (int j = 0; j < NR; ++j) acc[t][j] = _mm512_setzero_ps();
+  auto step = [&](int64_t k, __mmask32 m) {
+    __m512i wv[NR];
+    for (int j = 0; j < NR; ++j) {
+      _mm_prefetch(reinterpret_cast<const char*>(w + (j + 16) * K + k), _MM_HINT_T1);
+      wv[j] = _mm512_maskz_loadu_epi16(m, w + j * K + k);
+    }
+    for (int t = 0; t < TM; ++t) {
+      const __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(m, x + t * K + k);
+      for (int j = 0; j < NR; ++j) acc[t][j] = _mm512_dpbf16_ps(acc[t][j], (__m512bh)wv[j], xv);
+    }
+  };
+  for (int64_t k = 0; k < full; k += 32) step(k, ~__mmask32(0));
+  if (full < K) step(full, __mmask32((1u << (K - full)) - 1u));
+  for (int t = 0; t < TM; ++t) {
+    float* y = jb.y + t * jb.rows + r;
+    for (int j = 0; j < NR; ++j) {
+      float s = _mm512_reduce_add_ps(acc[t][j]);
+      if (jb.bias) s += jb.bias[r + j];
+      y[j] = jb.accumulate ? y[j] + s : s;
+    }
+  }
+}
+
+template <int TM>
+void bf16_dot_rows(const LinearJob& jb, int64_t r0, int64_t r1) {
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) bf16_dot_tile<TM, 4>(jb, r);
+  for (; r < r1; ++r) bf16_dot_tile<TM, 1>(jb, r);
+}
+
+}  // namespace
+
+void linear_rows_bf16_dot(const LinearJob& jb, int64_t r0, int64_t r1) {
+  switch (jb.T) {
+    case 1: return bf16_dot_rows<1>(jb, r0, r1);
+    case 2: return bf16_dot_rows<2>(jb, r0, r1);
+    default: return bf16_dot_rows<3>(jb, r0, r1);
+  }
 }
 
 }  // namespace dg::detail

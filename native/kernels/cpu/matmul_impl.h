@@ -32,7 +32,7 @@ struct LinearJob {
   int64_t T;
   bool accumulate;
   const QuantActs* qx = nullptr;  // set when dtype is block-quantized
-  const unsigned short* xbf16 = nullptr;  // AMX, quantized: x in BF16, rows padded with zeros to a multiple of 32
+  const unsigned short* xbf16 = nullptr;  // x in BF16: AMX on quantized weights (rows zero-padded to a multiple of 32), linear_rows_bf16_dot
   const unsigned* xpairs = nullptr;       // AMX, BF16 weights: x in BF16 pair tiles (activations_to_bf16_pairs)
 };
 
@@ -65,6 +65,9 @@ void linear_rows_amx(const LinearJob& job, int64_t r0, int64_t r1);
 // tile-major, then column block), and the kernel (needs jb.xpairs).
 void activations_to_bf16_pairs(const float* x, int64_t T, int64_t K, int64_t t0, int64_t t1, unsigned* out);
 void linear_rows_bf16_amx(const LinearJob& job, int64_t r0, int64_t r1);
+// BF16 weights, 1 to kAmxBf16Tokens - 1 tokens, where AMX is active (so the CPU
+// has AVX512-BF16): vdpbf16ps over x in BF16 (jb.xbf16, [T][cols], any cols).
+void linear_rows_bf16_dot(const LinearJob& job, int64_t r0, int64_t r1);
 
 // A per-thread f32 buffer of at least n floats (reused between calls), so ISA
 // files need no std::vector of their own.
