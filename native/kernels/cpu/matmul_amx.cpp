@@ -352,8 +352,9 @@ void linear_rows_amx(const LinearJob& jb, int64_t r0, int64_t r1) {
 // One 16 x 16 tile per token would waste 15 of its 16 columns, so a decode
 // step streams the weights through vdpbf16ps instead (AVX512-BF16, which every
 // AMX CPU has): 32 weights x 32 BF16 activations (jb.xbf16) per instruction,
-// the pair's two exact products added to an f32 lane, against the widen and two
-// FMAs per 32 weights of the f32 kernel on rounded x. Prefetches run 16 rows
+// the pair's two exact products added to an f32 lane (denormal inputs and
+// results as zero, as with the tiles), against the widen and two FMAs per 32
+// weights of the f32 kernel on rounded x. Prefetches run 16 rows
 // ahead into L2, as the quantized decode kernels' do.
 namespace {
 
