@@ -6,6 +6,7 @@ import * as assert from "uvu/assert";
 import { native } from "../../lib/native.js";
 import { relativeError } from "../support/compare.js";
 import { expectError } from "../support/expect.js";
+import { rng } from "../support/random.js";
 
 interface Ops {
   linearBackward(
@@ -19,15 +20,10 @@ const ops = (native() as unknown as { testing: Ops }).testing;
 const ALL = ["scalar", "avx2", "avx512"];
 const ISAS = ALL.slice(0, ALL.indexOf(ops.cpuInfo().best) + 1);
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296 - 0.5;
-  };
+/** Seeded floats in [-0.5, 0.5). */
+function centered(seed: number): () => number {
+  const r = rng(seed);
+  return () => r() - 0.5;
 }
 const randomF32 = (n: number, r: () => number) => Float32Array.from({ length: n }, r);
 
@@ -59,7 +55,7 @@ function reference(dy: Float32Array, x: Float32Array, w: Float64Array, T: number
 }
 
 test("linear_backward matches the float64 reference and accumulates", () => {
-  const r = rng(7);
+  const r = centered(7);
   try {
     for (const isa of ISAS) {
       ops.setIsa(isa);
@@ -85,7 +81,7 @@ test("linear_backward matches the float64 reference and accumulates", () => {
 });
 
 test("linear_backward: finite differences of loss = sum(g * (x W^T + b))", () => {
-  const r = rng(3);
+  const r = centered(3);
   const T = 6, rows = 5, cols = 4;
   const x = randomF32(T * cols, r), w = randomF32(rows * cols, r), b = randomF32(rows, r), g = randomF32(T * rows, r);
   const loss = (xx: Float64Array, ww: Float64Array, bb: Float64Array) => {
